@@ -1,0 +1,1 @@
+"""Chunk, embed and index documents; search them; snapshot and reload the index."""

@@ -1,0 +1,27 @@
+"""Errors that tell the operator what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class SemsearchError(Exception):
+    """Base class: every expected failure of semsearch is one of these."""
+
+
+class InvalidDocumentError(SemsearchError):
+    """A document cannot be indexed as given (empty, too large, bad field)."""
+
+
+class InvalidQueryError(SemsearchError):
+    """A query cannot be answered as given (empty, too long, bad k or mode)."""
+
+
+class ModelMismatchError(SemsearchError):
+    """The loaded embedding model is not the one the index was built with."""
+
+
+class SnapshotError(SemsearchError):
+    """A snapshot is missing, incomplete or fails its checksums."""
+
+
+class IndexNotFoundError(SemsearchError):
+    """No index exists under the given id or directory."""

@@ -1,0 +1,1 @@
+"""Kafka producers: publish document-change and control events."""

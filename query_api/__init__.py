@@ -1,0 +1,1 @@
+"""The thin HTTP lookup API that serves whichever index the Redis pointer names."""

@@ -1,0 +1,1 @@
+"""Embedded stand-ins for production services (Kafka, Redis) so one command runs the stack."""
