@@ -1,0 +1,57 @@
+"""Text analysis for the lexical leg: lowercase, stopwords, Snowball stemming, identifiers kept whole.
+
+Identifiers (order ids, invoice numbers, product codes) are exactly the queries a vector model
+cannot answer: "INV-2024-00917" embeds close to every other invoice number. The analyzer keeps
+them as one exact term (in addition to their parts) so the lexical leg can find them, and
+`identifiers()` tells the hybrid fusion when a query is one.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import Stemmer
+
+_TOKEN = re.compile(r"[^\W_]+(?:[-_./:#][^\W_]+)*", re.UNICODE)
+_HAS_DIGIT = re.compile(r"\d")
+_PART = re.compile(r"[^\W_]+", re.UNICODE)
+
+# A compact English stopword list (Lucene's, extended with a few frequent function words).
+STOPWORDS = frozenset(
+    """a an and are as at be but by for if in into is it no not of on or such that the their
+    then there these they this to was will with from has have had were been which who whom what
+    when where why how its our your we you he she his her them do does did so than too very can
+    """.split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("english")
+
+
+def is_identifier(token: str) -> bool:
+    """Codes mix digits with letters or separators ("INV-2024-00917", "sku48zx", "B07XJ8C8F5")."""
+    if len(token) < 4 or not _HAS_DIGIT.search(token):
+        return False
+    return not token.isdigit() or len(token) >= 6
+
+
+def analyze(text: str) -> list[str]:
+    """Terms for indexing and for queries (same path both ways, so they always match)."""
+    terms: list[str] = []
+    stem = _stemmer().stemWord
+    for match in _TOKEN.finditer(text.lower()):
+        token = match.group()
+        if is_identifier(token):
+            terms.append(f"#{token}")  # exact-identifier term; '#' cannot come from a part
+        for part in _PART.findall(token):
+            if part not in STOPWORDS:
+                terms.append(stem(part))
+    return terms
+
+
+def identifiers(query: str) -> list[str]:
+    """The exact-identifier terms of a query, as `analyze` indexes them."""
+    return [f"#{t}" for t in (m.group() for m in _TOKEN.finditer(query.lower())) if is_identifier(t)]

@@ -1,0 +1,351 @@
+"""The index: one model's vector space plus BM25 over the same chunks, behind a small verb set.
+
+apply (upsert/delete batches) · search · get · count. Everything that embeds goes through
+`apply`, which embeds all new chunks of a batch in one model call and takes nothing from the
+model that the embedding cache already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from indexer._rwlock import ReadWriteLock
+from indexer.analyzer import identifiers
+from indexer.canaries import CanaryProbe, probe
+from indexer.chunking import Chunk, Chunker
+from indexer.documents import (
+    Change,
+    ChunkRecord,
+    Deletion,
+    Document,
+    DocumentRecord,
+    DocumentTable,
+)
+from indexer.embedding_cache import EmbeddingCache
+from indexer.errors import InvalidDocumentError, InvalidQueryError
+from indexer.fusion import FusionWeights, promote, reciprocal_rank_fusion
+from indexer.lexical import LexicalIndex
+from indexer.model import EmbeddingModel
+from indexer.vector_index import VectorIndex
+from semsearch.settings import Settings
+
+MODES = ("vector", "bm25", "hybrid")
+MAX_DOC_ID_CHARS = 512
+SNIPPET_CHARS = 300
+# How many chunk candidates each leg retrieves per requested document: documents have several
+# chunks, and fusion needs depth beyond k to be useful.
+CANDIDATE_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    doc_id: str
+    score: float
+    similarity: float | None
+    title: str
+    snippet: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    documents: int
+    chunks: int
+    sealed_segments: int
+    live_chunks: int
+    deleted_chunks: int
+
+
+@dataclass
+class ApplyReport:
+    upserted: int = 0
+    deleted: int = 0
+    stale: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_cached: int = 0
+    embed_seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.upserted or self.deleted)
+
+
+class Index:
+    """Vectors, BM25 and the document table of one model, kept consistent with each other."""
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        settings: Settings,
+        cache: EmbeddingCache | None = None,
+        canaries: CanaryProbe | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.cache = cache
+        self.index_id = model.index_id
+        self.chunker = Chunker(
+            model.tokenizer, model.info.max_seq_length, settings.chunk_tokens, settings.chunk_overlap
+        )
+        self.documents = DocumentTable()
+        self.vectors = VectorIndex(model.dimension, nprobe=settings.nprobe, seal_chunks=settings.seal_chunks)
+        self.lexical = LexicalIndex()
+        self.next_chunk_id = 0
+        self.canaries = canaries if canaries is not None else probe(model)
+        self.lock = ReadWriteLock()
+        self.fusion = FusionWeights()
+
+    @classmethod
+    def create(cls, model: EmbeddingModel, settings: Settings, cache: EmbeddingCache | None = None) -> Index:
+        return cls(model, settings, cache)
+
+    # -- writing --------------------------------------------------------------------------
+    def validate_document(self, doc: Document) -> None:
+        """Raise InvalidDocumentError for anything that must not enter the index."""
+        if not isinstance(doc.doc_id, str) or not doc.doc_id.strip():
+            raise InvalidDocumentError("doc_id must be a non-empty string")
+        if len(doc.doc_id) > MAX_DOC_ID_CHARS:
+            raise InvalidDocumentError(f"doc_id is longer than {MAX_DOC_ID_CHARS} characters")
+        if any(unicodedata.category(c) == "Cc" for c in doc.doc_id):
+            raise InvalidDocumentError("doc_id contains control characters")
+        if not isinstance(doc.version, int) or isinstance(doc.version, bool) or doc.version < 0:
+            raise InvalidDocumentError("version must be a non-negative integer")
+        if not isinstance(doc.title, str) or not isinstance(doc.text, str):
+            raise InvalidDocumentError("title and text must be strings")
+        size = len(doc.title.encode("utf-8", "surrogatepass")) + len(doc.text.encode("utf-8", "surrogatepass"))
+        if size > self.settings.max_doc_bytes:
+            raise InvalidDocumentError(
+                f"document {doc.doc_id!r} is {size} bytes, over the {self.settings.max_doc_bytes}-byte "
+                "limit; split it upstream or raise SEMSEARCH_MAX_DOC_BYTES"
+            )
+        if not doc.full_text.strip():
+            raise InvalidDocumentError(f"document {doc.doc_id!r} has no text to index")
+        try:
+            json.dumps(doc.metadata)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDocumentError(f"metadata of {doc.doc_id!r} is not JSON-serializable: {exc}") from None
+
+    def apply(self, changes: Sequence[Change]) -> ApplyReport:
+        """Apply a batch in order; stale versions and duplicates are ignored, not re-applied."""
+        report = ApplyReport()
+        final: dict[str, Change] = {}
+        for change in changes:
+            pending = final.get(change.doc_id)
+            held = self.documents.held_version(change.doc_id)
+            if pending is not None and pending.version is not None:
+                held = pending.version if held is None else max(held, pending.version)
+            if isinstance(change, Deletion):
+                if change.version is not None and held is not None and change.version <= held:
+                    report.stale += 1
+                    continue
+                final[change.doc_id] = change
+                continue
+            if held is not None and change.version <= held:
+                report.stale += 1
+                continue
+            try:
+                self.validate_document(change)
+            except InvalidDocumentError as exc:
+                report.rejected.append((change.doc_id, str(exc)))
+                continue
+            final[change.doc_id] = change
+
+        upserts = [c for c in final.values() if isinstance(c, Document)]
+        chunked = {doc.doc_id: self.chunker.split(doc.full_text) for doc in upserts}
+        vectors = self._embed([chunk for chunks in chunked.values() for chunk in chunks], report)
+
+        with self.lock.writing():
+            for change in final.values():
+                if isinstance(change, Deletion):
+                    if self._remove(change.doc_id, change.version):
+                        report.deleted += 1
+                    continue
+                self._remove_chunks(self.documents.get(change.doc_id))
+                self._insert(change, chunked[change.doc_id], vectors)
+                report.upserted += 1
+            self.vectors.maybe_seal()
+        return report
+
+    def _embed(self, chunks: list[Chunk], report: ApplyReport) -> dict[str, np.ndarray]:
+        fingerprint = self.model.info.fingerprint
+        wanted = list(dict.fromkeys(c.content_hash for c in chunks))
+        found = self.cache.get_many(fingerprint, wanted, self.model.dimension) if self.cache else {}
+        missing_hashes = [h for h in wanted if h not in found]
+        report.chunks_cached += len(chunks) - sum(1 for c in chunks if c.content_hash in missing_hashes)
+        if missing_hashes:
+            text_of = {c.content_hash: c.text for c in chunks}
+            started = time.perf_counter()
+            embedded = self.model.encode_documents([text_of[h] for h in missing_hashes])
+            report.embed_seconds += time.perf_counter() - started
+            report.chunks_embedded += len(missing_hashes)
+            if not np.isfinite(embedded).all():
+                raise InvalidDocumentError("the model produced NaN/inf embeddings; refusing to index them")
+            fresh = dict(zip(missing_hashes, embedded, strict=True))
+            if self.cache:
+                self.cache.put_many(fingerprint, fresh.items())
+            found.update(fresh)
+        return found
+
+    def _insert(self, doc: Document, chunks: list[Chunk], vectors: dict[str, np.ndarray]) -> None:
+        records = []
+        for chunk in chunks:
+            records.append(ChunkRecord(self.next_chunk_id, chunk.start, chunk.end, chunk.content_hash))
+            self.next_chunk_id += 1
+        if records:
+            ids = np.fromiter((r.chunk_id for r in records), dtype=np.int64, count=len(records))
+            self.vectors.add(ids, np.vstack([vectors[c.content_hash] for c in chunks]))
+            for record, chunk in zip(records, chunks, strict=True):
+                self.lexical.add(record.chunk_id, chunk.text)
+        self.documents.put(
+            DocumentRecord(doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), tuple(records))
+        )
+
+    def _remove_chunks(self, record: DocumentRecord | None) -> None:
+        if record is None:
+            return
+        self.vectors.remove({c.chunk_id for c in record.chunks})
+        for chunk in record.chunks:
+            self.lexical.remove(chunk.chunk_id, record.chunk_text(chunk))
+
+    def _remove(self, doc_id: str, version: int | None) -> bool:
+        record = self.documents.get(doc_id)
+        self._remove_chunks(record)
+        self.documents.remove(doc_id, version)
+        return record is not None
+
+    def compact(self) -> None:
+        with self.lock.writing():
+            self.vectors.compact()
+            self.lexical.compact()
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, doc_id: str) -> DocumentRecord | None:
+        return self.documents.get(doc_id)
+
+    def count(self) -> IndexCounts:
+        return IndexCounts(
+            documents=len(self.documents),
+            chunks=self.documents.chunk_count,
+            sealed_segments=len(self.vectors.sealed),
+            live_chunks=len(self.vectors.live),
+            deleted_chunks=len(self.vectors.tombstones),
+        )
+
+    def search(
+        self, query: str, *, k: int = 10, mode: str = "hybrid", min_score: float | None = None
+    ) -> list[SearchHit]:
+        """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode)."""
+        self._check_query(query, k, mode, min_score)
+        query_vector = self.model.encode_queries([query])[0] if mode != "bm25" else None
+        with self.lock.reading():
+            return self._search(query, query_vector, k, mode, min_score)
+
+    def _search(
+        self, query: str, qvec: np.ndarray | None, k: int, mode: str, min_score: float | None
+    ) -> list[SearchHit]:
+        depth = max(CANDIDATE_DEPTH, 3 * k)
+        vector_docs = self._best_per_doc(self.vectors.search(qvec, depth)) if qvec is not None else {}
+        lexical_docs = self._best_per_doc(self.lexical.search(query, depth)) if mode != "vector" else {}
+
+        if mode == "vector":
+            ranked = sorted(vector_docs.items(), key=lambda kv: -kv[1][1])
+            scored = [(doc_id, best[1]) for doc_id, best in ranked]
+            exact: set[str] = set()
+        elif mode == "bm25":
+            ranked = sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])
+            scored = [(doc_id, best[1]) for doc_id, best in ranked]
+            exact = set()
+        else:
+            exact_ids = self._exact_identifier_matches(query, lexical_docs)
+            fused = reciprocal_rank_fusion(
+                [
+                    ([d for d, _ in sorted(vector_docs.items(), key=lambda kv: -kv[1][1])], self.fusion.vector),
+                    ([d for d, _ in sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])], self.fusion.lexical),
+                ],
+                k=self.fusion.k,
+            )
+            scored = promote(fused, exact_ids)
+            exact = set(exact_ids)
+
+        hits: list[SearchHit] = []
+        for doc_id, score in scored:
+            record = self.documents.get(doc_id)
+            if record is None:
+                continue
+            best_chunk, similarity = self._similarity(record, qvec, vector_docs.get(doc_id))
+            if mode == "bm25" and doc_id in lexical_docs:
+                best_chunk = lexical_docs[doc_id][0]
+            if min_score is not None and doc_id not in exact:
+                value = score if mode == "bm25" else similarity
+                if value is None or value < min_score:
+                    continue
+            hits.append(
+                SearchHit(doc_id, float(score), similarity, record.title, self._snippet(record, best_chunk), record.metadata)
+            )
+            if len(hits) == k:
+                break
+        return hits
+
+    def _best_per_doc(self, chunk_hits: list[tuple[int, float]]) -> dict[str, tuple[int, float]]:
+        best: dict[str, tuple[int, float]] = {}
+        for chunk_id, score in chunk_hits:
+            owner = self.documents.owner(chunk_id)
+            if owner is None:
+                continue
+            doc_id = owner[0].doc_id
+            if doc_id not in best or score > best[doc_id][1]:
+                best[doc_id] = (chunk_id, score)
+        return best
+
+    def _exact_identifier_matches(self, query: str, lexical_docs: dict[str, tuple[int, float]]) -> list[str]:
+        terms = identifiers(query)
+        if not terms or len(query.split()) > 4:
+            return []
+        chunk_sets = [self.lexical.chunks_with(t) for t in terms]
+        if not all(chunk_sets):
+            return []
+        docs = None
+        for chunk_ids in chunk_sets:
+            owners = {o[0].doc_id for o in map(self.documents.owner, chunk_ids) if o is not None}
+            docs = owners if docs is None else docs & owners
+        ranked = sorted(docs or (), key=lambda d: (-lexical_docs.get(d, (0, 0.0))[1], d))
+        return ranked
+
+    def _similarity(
+        self, record: DocumentRecord, qvec: np.ndarray | None, known: tuple[int, float] | None
+    ) -> tuple[int | None, float | None]:
+        if qvec is None:
+            return (record.chunks[0].chunk_id if record.chunks else None), None
+        if known is not None:
+            return known
+        vectors = self.vectors.vectors_of([c.chunk_id for c in record.chunks])
+        if not vectors:
+            return None, None
+        chunk_id, vector = max(vectors.items(), key=lambda kv: float(kv[1] @ qvec))
+        return chunk_id, float(vector @ qvec)
+
+    def _snippet(self, record: DocumentRecord, chunk_id: int | None) -> str:
+        chunk = next((c for c in record.chunks if c.chunk_id == chunk_id), None)
+        text = record.chunk_text(chunk) if chunk is not None else record.full_text
+        text = " ".join(text.split())
+        return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+    @staticmethod
+    def _check_query(query: str, k: int, mode: str, min_score: float | None) -> None:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidQueryError("the query is empty; pass some text to search for")
+        if mode not in MODES:
+            raise InvalidQueryError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if not isinstance(k, int) or k <= 0:
+            raise InvalidQueryError(f"k must be a positive integer (got {k!r})")
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidQueryError("min_score must be a finite number")
