@@ -1,0 +1,77 @@
+"""Offline build of an index from a corpus file, in batches that keep the model busy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from indexer.beir import ReadProblems, read_corpus
+from indexer.documents import Document
+from indexer.embedding_cache import EmbeddingCache
+from indexer.errors import SemsearchError
+from indexer.index import Index
+from indexer.model import EmbeddingModel
+from indexer.snapshots import Manifest, SnapshotStore
+from semsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Documents per apply(): enough chunks for several full embedding batches per model call.
+BUILD_BATCH_DOCS = 256
+
+
+@dataclass
+class BuildReport:
+    documents: int = 0
+    chunks_embedded: int = 0
+    chunks_cached: int = 0
+    embed_seconds: float = 0.0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: ReadProblems = field(default_factory=ReadProblems)
+    manifest: Manifest | None = None
+
+
+def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build_index(
+    corpus: Path,
+    root: Path,
+    model: EmbeddingModel,
+    settings: Settings,
+    cache: EmbeddingCache | None,
+    *,
+    show_progress: bool = True,
+) -> BuildReport:
+    """Index every readable document of `corpus` and write one snapshot generation to `root`."""
+    report = BuildReport()
+    index = Index.create(model, settings, cache)
+    total = corpus.stat().st_size if corpus.is_file() else None
+    with tqdm(total=total, unit="B", unit_scale=True, desc="indexing", disable=not show_progress) as bar:
+        for batch in _batches(read_corpus(corpus, report.unreadable), BUILD_BATCH_DOCS):
+            applied = index.apply(batch)
+            report.documents += applied.upserted
+            report.chunks_embedded += applied.chunks_embedded
+            report.chunks_cached += applied.chunks_cached
+            report.embed_seconds += applied.embed_seconds
+            report.rejected.extend(applied.rejected)
+            size = sum(len(d.text.encode()) + len(d.title.encode()) for d in batch)
+            bar.update(size)
+    if report.documents == 0:
+        detail = f"; {report.unreadable.summary()}" if len(report.unreadable) else ""
+        rejected = f"; rejected: {report.rejected[:3]}" if report.rejected else ""
+        raise SemsearchError(f"{corpus} produced no indexable documents{detail}{rejected}")
+    report.manifest = SnapshotStore(root, keep=settings.keep_generations).write(index)
+    return report
