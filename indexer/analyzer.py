@@ -19,10 +19,7 @@ _PART = re.compile(r"[^\W_]+", re.UNICODE)
 
 # A compact English stopword list (Lucene's, extended with a few frequent function words).
 STOPWORDS = frozenset(
-    """a an and are as at be but by for if in into is it no not of on or such that the their
-    then there these they this to was will with from has have had were been which who whom what
-    when where why how its our your we you he she his her them do does did so than too very can
-    """.split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with", "from", "has", "have", "had", "were", "been", "which", "who", "whom", "what", "when", "where", "why", "how", "its", "our", "your", "we", "you", "he", "she", "his", "her", "them", "do", "does", "did", "so", "than", "too", "very", "can"]
 )
 
 
@@ -54,4 +51,6 @@ def analyze(text: str) -> list[str]:
 
 def identifiers(query: str) -> list[str]:
     """The exact-identifier terms of a query, as `analyze` indexes them."""
-    return [f"#{t}" for t in (m.group() for m in _TOKEN.finditer(query.lower())) if is_identifier(t)]
+    return [
+        f"#{t}" for t in (m.group() for m in _TOKEN.finditer(query.lower())) if is_identifier(t)
+    ]

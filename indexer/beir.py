@@ -115,5 +115,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
                 continue
             qrels.setdefault(row[0], {})[row[1]] = score
     if not qrels:
-        raise SemsearchError(f"{path} holds no relevance judgements (expected query-id, corpus-id, score)")
+        raise SemsearchError(
+            f"{path} holds no relevance judgements (expected query-id, corpus-id, score)"
+        )
     return qrels

@@ -59,7 +59,9 @@ def build_index(
     report = BuildReport()
     index = Index.create(model, settings, cache)
     total = corpus.stat().st_size if corpus.is_file() else None
-    with tqdm(total=total, unit="B", unit_scale=True, desc="indexing", disable=not show_progress) as bar:
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="indexing", disable=not show_progress
+    ) as bar:
         for batch in _batches(read_corpus(corpus, report.unreadable), BUILD_BATCH_DOCS):
             applied = index.apply(batch)
             report.documents += applied.upserted

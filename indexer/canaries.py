@@ -125,7 +125,11 @@ def compare(reference: CanaryProbe, model: _Encoder) -> CanaryComparison:
     current = probe(model, reference.sentences)
     if current.vectors.shape != reference.vectors.shape:
         return CanaryComparison(tuple(0.0 for _ in reference.sentences), False)
-    ref = reference.vectors / np.maximum(np.linalg.norm(reference.vectors, axis=1, keepdims=True), 1e-12)
-    cur = current.vectors / np.maximum(np.linalg.norm(current.vectors, axis=1, keepdims=True), 1e-12)
+    ref = reference.vectors / np.maximum(
+        np.linalg.norm(reference.vectors, axis=1, keepdims=True), 1e-12
+    )
+    cur = current.vectors / np.maximum(
+        np.linalg.norm(current.vectors, axis=1, keepdims=True), 1e-12
+    )
     cosines = tuple(float(x) for x in np.sum(ref * cur, axis=1))
     return CanaryComparison(cosines, current.token_ids_sha256 == reference.token_ids_sha256)

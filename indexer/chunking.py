@@ -91,6 +91,8 @@ class Chunker:
 
     @staticmethod
     def _word_start(word_ids: list[int | None], index: int, floor: int) -> int:
-        while index > floor and word_ids[index] is not None and word_ids[index] == word_ids[index - 1]:
+        while (
+            index > floor and word_ids[index] is not None and word_ids[index] == word_ids[index - 1]
+        ):
             index -= 1
         return index

@@ -20,7 +20,9 @@ MODES = ("vector", "bm25", "hybrid")
 def register(subparsers: Any) -> None:
     build = subparsers.add_parser("build", help="build an index from a BEIR-format corpus.jsonl")
     build.add_argument("--corpus", type=Path, required=True)
-    build.add_argument("--index-dir", type=Path, help="default: $SEMSEARCH_DATA_DIR/indexes/<index id>")
+    build.add_argument(
+        "--index-dir", type=Path, help="default: $SEMSEARCH_DATA_DIR/indexes/<index id>"
+    )
     build.set_defaults(func=run_build)
 
     search = subparsers.add_parser("search", help="query an index directory or a running API")
@@ -38,7 +40,9 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--queries", type=Path, required=True)
     evaluate.add_argument("--qrels", type=Path, required=True)
     evaluate.add_argument("--mode", choices=MODES, default="hybrid")
-    evaluate.add_argument("--index-dir", type=Path, help="default: a cached index per corpus and model")
+    evaluate.add_argument(
+        "--index-dir", type=Path, help="default: a cached index per corpus and model"
+    )
     evaluate.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     evaluate.set_defaults(func=run_eval)
 
@@ -88,7 +92,9 @@ def run_search(args: argparse.Namespace) -> int:
         model, cache = _model_and_cache(settings)
         root = args.index_dir or index_dir(settings, model.index_id)
         if not root.is_dir():
-            raise IndexNotFoundError(f"no index at {root}; build one with `semsearch build --corpus ...`")
+            raise IndexNotFoundError(
+                f"no index at {root}; build one with `semsearch build --corpus ...`"
+            )
         index, _ = SnapshotStore(root).load(model, settings, cache)
         index_id = index.index_id
         hits = index.search(args.query, k=args.k, mode=args.mode, min_score=args.min_score)
@@ -126,7 +132,10 @@ def run_eval(args: argparse.Namespace) -> int:
     model, cache = _model_and_cache(settings)
     if not args.corpus.is_file():
         raise SemsearchError(f"{args.corpus} does not exist or is not a file")
-    root = args.index_dir or settings.data_dir / "eval" / f"{model.index_id}-{_corpus_digest(args.corpus)}"
+    root = (
+        args.index_dir
+        or settings.data_dir / "eval" / f"{model.index_id}-{_corpus_digest(args.corpus)}"
+    )
     store = SnapshotStore(root)
     if store.latest_generation() is None:
         print(f"building index in {root}", file=sys.stderr)

@@ -39,7 +39,9 @@ class EmbeddingCache:
         self._db.execute(_SCHEMA)
         self._db.commit()
 
-    def get_many(self, fingerprint: str, hashes: Sequence[str], dimension: int) -> dict[str, np.ndarray]:
+    def get_many(
+        self, fingerprint: str, hashes: Sequence[str], dimension: int
+    ) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(hashes))
         with self._lock:

@@ -34,7 +34,8 @@ class Quality:
 
 def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
     dcg = sum(
-        (2 ** relevant.get(doc_id, 0) - 1) / math.log2(rank + 2) for rank, doc_id in enumerate(ranked[:k])
+        (2 ** relevant.get(doc_id, 0) - 1) / math.log2(rank + 2)
+        for rank, doc_id in enumerate(ranked[:k])
     )
     ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
     idcg = sum((2**g - 1) / math.log2(rank + 2) for rank, g in enumerate(ideal))

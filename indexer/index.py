@@ -94,10 +94,15 @@ class Index:
         self.cache = cache
         self.index_id = model.index_id
         self.chunker = Chunker(
-            model.tokenizer, model.info.max_seq_length, settings.chunk_tokens, settings.chunk_overlap
+            model.tokenizer,
+            model.info.max_seq_length,
+            settings.chunk_tokens,
+            settings.chunk_overlap,
         )
         self.documents = DocumentTable()
-        self.vectors = VectorIndex(model.dimension, nprobe=settings.nprobe, seal_chunks=settings.seal_chunks)
+        self.vectors = VectorIndex(
+            model.dimension, nprobe=settings.nprobe, seal_chunks=settings.seal_chunks
+        )
         self.lexical = LexicalIndex()
         self.next_chunk_id = 0
         self.canaries = canaries if canaries is not None else probe(model)
@@ -105,7 +110,9 @@ class Index:
         self.fusion = FusionWeights()
 
     @classmethod
-    def create(cls, model: EmbeddingModel, settings: Settings, cache: EmbeddingCache | None = None) -> Index:
+    def create(
+        cls, model: EmbeddingModel, settings: Settings, cache: EmbeddingCache | None = None
+    ) -> Index:
         return cls(model, settings, cache)
 
     # -- writing --------------------------------------------------------------------------
@@ -121,7 +128,9 @@ class Index:
             raise InvalidDocumentError("version must be a non-negative integer")
         if not isinstance(doc.title, str) or not isinstance(doc.text, str):
             raise InvalidDocumentError("title and text must be strings")
-        size = len(doc.title.encode("utf-8", "surrogatepass")) + len(doc.text.encode("utf-8", "surrogatepass"))
+        size = len(doc.title.encode("utf-8", "surrogatepass")) + len(
+            doc.text.encode("utf-8", "surrogatepass")
+        )
         if size > self.settings.max_doc_bytes:
             raise InvalidDocumentError(
                 f"document {doc.doc_id!r} is {size} bytes, over the {self.settings.max_doc_bytes}-byte "
@@ -132,7 +141,9 @@ class Index:
         try:
             json.dumps(doc.metadata)
         except (TypeError, ValueError) as exc:
-            raise InvalidDocumentError(f"metadata of {doc.doc_id!r} is not JSON-serializable: {exc}") from None
+            raise InvalidDocumentError(
+                f"metadata of {doc.doc_id!r} is not JSON-serializable: {exc}"
+            ) from None
 
     def apply(self, changes: Sequence[Change]) -> ApplyReport:
         """Apply a batch in order; stale versions and duplicates are ignored, not re-applied."""
@@ -180,7 +191,9 @@ class Index:
         wanted = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.cache.get_many(fingerprint, wanted, self.model.dimension) if self.cache else {}
         missing_hashes = [h for h in wanted if h not in found]
-        report.chunks_cached += len(chunks) - sum(1 for c in chunks if c.content_hash in missing_hashes)
+        report.chunks_cached += len(chunks) - sum(
+            1 for c in chunks if c.content_hash in missing_hashes
+        )
         if missing_hashes:
             text_of = {c.content_hash: c.text for c in chunks}
             started = time.perf_counter()
@@ -188,7 +201,9 @@ class Index:
             report.embed_seconds += time.perf_counter() - started
             report.chunks_embedded += len(missing_hashes)
             if not np.isfinite(embedded).all():
-                raise InvalidDocumentError("the model produced NaN/inf embeddings; refusing to index them")
+                raise InvalidDocumentError(
+                    "the model produced NaN/inf embeddings; refusing to index them"
+                )
             fresh = dict(zip(missing_hashes, embedded, strict=True))
             if self.cache:
                 self.cache.put_many(fingerprint, fresh.items())
@@ -198,7 +213,9 @@ class Index:
     def _insert(self, doc: Document, chunks: list[Chunk], vectors: dict[str, np.ndarray]) -> None:
         records = []
         for chunk in chunks:
-            records.append(ChunkRecord(self.next_chunk_id, chunk.start, chunk.end, chunk.content_hash))
+            records.append(
+                ChunkRecord(self.next_chunk_id, chunk.start, chunk.end, chunk.content_hash)
+            )
             self.next_chunk_id += 1
         if records:
             ids = np.fromiter((r.chunk_id for r in records), dtype=np.int64, count=len(records))
@@ -206,7 +223,9 @@ class Index:
             for record, chunk in zip(records, chunks, strict=True):
                 self.lexical.add(record.chunk_id, chunk.text)
         self.documents.put(
-            DocumentRecord(doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), tuple(records))
+            DocumentRecord(
+                doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), tuple(records)
+            )
         )
 
     def _remove_chunks(self, record: DocumentRecord | None) -> None:
@@ -253,8 +272,12 @@ class Index:
         self, query: str, qvec: np.ndarray | None, k: int, mode: str, min_score: float | None
     ) -> list[SearchHit]:
         depth = max(CANDIDATE_DEPTH, 3 * k)
-        vector_docs = self._best_per_doc(self.vectors.search(qvec, depth)) if qvec is not None else {}
-        lexical_docs = self._best_per_doc(self.lexical.search(query, depth)) if mode != "vector" else {}
+        vector_docs = (
+            self._best_per_doc(self.vectors.search(qvec, depth)) if qvec is not None else {}
+        )
+        lexical_docs = (
+            self._best_per_doc(self.lexical.search(query, depth)) if mode != "vector" else {}
+        )
 
         if mode == "vector":
             ranked = sorted(vector_docs.items(), key=lambda kv: -kv[1][1])
@@ -268,8 +291,14 @@ class Index:
             exact_ids = self._exact_identifier_matches(query, lexical_docs)
             fused = reciprocal_rank_fusion(
                 [
-                    ([d for d, _ in sorted(vector_docs.items(), key=lambda kv: -kv[1][1])], self.fusion.vector),
-                    ([d for d, _ in sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])], self.fusion.lexical),
+                    (
+                        [d for d, _ in sorted(vector_docs.items(), key=lambda kv: -kv[1][1])],
+                        self.fusion.vector,
+                    ),
+                    (
+                        [d for d, _ in sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])],
+                        self.fusion.lexical,
+                    ),
                 ],
                 k=self.fusion.k,
             )
@@ -289,7 +318,14 @@ class Index:
                 if value is None or value < min_score:
                     continue
             hits.append(
-                SearchHit(doc_id, float(score), similarity, record.title, self._snippet(record, best_chunk), record.metadata)
+                SearchHit(
+                    doc_id,
+                    float(score),
+                    similarity,
+                    record.title,
+                    self._snippet(record, best_chunk),
+                    record.metadata,
+                )
             )
             if len(hits) == k:
                 break
@@ -306,7 +342,9 @@ class Index:
                 best[doc_id] = (chunk_id, score)
         return best
 
-    def _exact_identifier_matches(self, query: str, lexical_docs: dict[str, tuple[int, float]]) -> list[str]:
+    def _exact_identifier_matches(
+        self, query: str, lexical_docs: dict[str, tuple[int, float]]
+    ) -> list[str]:
         terms = identifiers(query)
         if not terms or len(query.split()) > 4:
             return []

@@ -52,7 +52,9 @@ class LexicalIndex:
     def _ensure_capacity(self, chunk_id: int) -> None:
         if chunk_id >= self._length.shape[0]:
             size = max(chunk_id + 1, self._length.shape[0] * 2)
-            self._length = np.concatenate([self._length, np.zeros(size - self._length.shape[0], np.float32)])
+            self._length = np.concatenate(
+                [self._length, np.zeros(size - self._length.shape[0], np.float32)]
+            )
             self._alive = np.concatenate([self._alive, np.zeros(size - self._alive.shape[0], bool)])
 
     def add(self, chunk_id: int, text: str) -> None:

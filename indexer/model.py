@@ -188,13 +188,13 @@ class EmbeddingModel:
         return vectors
 
     def _dimension(self) -> int:
-        getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        model: Any = self._model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
     def _pooling_mode(self) -> str:
-        for module in self._model:
+        modules: Any = self._model
+        for module in modules:
             if type(module).__name__ == "Pooling":
                 config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
                 mode = config.get("pooling_mode")

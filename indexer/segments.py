@@ -90,12 +90,17 @@ class SealedSegment:
     def __init__(self, name: str, index: faiss.IndexIVFFlat) -> None:
         self.name = name
         self.index = index
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         self._ids = self._all_ids()
 
     @classmethod
     def build(
-        cls, name: str, quantizer: faiss.IndexFlatIP, nlist: int, ids: np.ndarray, vectors: np.ndarray
+        cls,
+        name: str,
+        quantizer: faiss.IndexFlatIP,
+        nlist: int,
+        ids: np.ndarray,
+        vectors: np.ndarray,
     ) -> SealedSegment:
         ivf = faiss.IndexIVFFlat(quantizer, quantizer.d, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.is_trained = True  # the quantizer was trained once for the whole index
@@ -111,6 +116,7 @@ class SealedSegment:
 
     def _all_ids(self) -> np.ndarray:
         invlists = self.index.invlists
+        assert invlists is not None
         parts = []
         for list_no in range(self.index.nlist):
             size = invlists.list_size(list_no)
@@ -119,8 +125,10 @@ class SealedSegment:
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        return np.vstack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros(
-            (0, self.index.d), dtype=np.float32
+        return (
+            np.vstack([self.index.reconstruct(int(i)) for i in ids])
+            if len(ids)
+            else np.zeros((0, self.index.d), dtype=np.float32)
         )
 
     def search(

@@ -80,13 +80,17 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        data["offsets"] = {t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()}
+        data["offsets"] = {
+            t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()
+        }
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         data = dict(data)
-        data["offsets"] = {t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()}
+        data["offsets"] = {
+            t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()
+        }
         return cls(**data)
 
 
@@ -151,12 +155,16 @@ class SnapshotStore:
         try:
             return Manifest.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
-            raise IndexNotFoundError(f"generation {generation} does not exist in {self.root}") from None
+            raise IndexNotFoundError(
+                f"generation {generation} does not exist in {self.root}"
+            ) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"{path} is not a valid manifest: {exc}") from None
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None) -> Manifest:
+    def write(
+        self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None
+    ) -> Manifest:
         """Persist the index as the next generation; returns its manifest."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.segments_dir.mkdir(exist_ok=True)
@@ -166,11 +174,14 @@ class SnapshotStore:
         files: dict[str, dict[str, Any]] = {}
         with index.lock.reading():
             vectors = index.vectors
-            quantizer = None
+            quantizer: dict[str, Any] | None = None
             if vectors.quantizer is not None:
                 quantizer = {"file": "segments/quantizer.faiss", "nlist": vectors.nlist}
-                self._write_once(self.root / quantizer["file"], lambda p: faiss.write_index(vectors.quantizer, str(p)))
-            segments = []
+                self._write_once(
+                    self.root / quantizer["file"],
+                    lambda p: faiss.write_index(vectors.quantizer, str(p)),
+                )
+            segments: list[dict[str, Any]] = []
             for segment in vectors.sealed:
                 rel = f"segments/{segment.name}.faiss"
                 self._write_once(self.root / rel, segment.save)
@@ -183,7 +194,10 @@ class SnapshotStore:
             next_chunk_id = index.next_chunk_id
         for name in ("live.npz", "tombstones.npy", "documents.jsonl"):
             _fsync_file(tmp / name)
-            files[f"GEN/{name}"] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            files[f"GEN/{name}"] = {
+                "sha256": _sha256(tmp / name),
+                "bytes": (tmp / name).stat().st_size,
+            }
         for rel in [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else []):
             files[rel] = self._segment_checksum(rel)
         manifest = Manifest(
@@ -267,7 +281,9 @@ class SnapshotStore:
                 continue
             path = gen_dir / rel[4:] if rel.startswith("GEN/") else self.root / rel
             if not path.is_file():
-                raise SnapshotError(f"generation {manifest.generation} of {self.root} is missing {rel}")
+                raise SnapshotError(
+                    f"generation {manifest.generation} of {self.root} is missing {rel}"
+                )
             if _sha256(path) != expected["sha256"]:
                 raise SnapshotError(
                     f"{path} fails its checksum (generation {manifest.generation}); the file is "
@@ -301,7 +317,11 @@ class SnapshotStore:
         raise SnapshotError("no loadable generation: " + "; ".join(errors))
 
     def _load(
-        self, model: EmbeddingModel, settings: Settings, cache: EmbeddingCache | None, generation: int
+        self,
+        model: EmbeddingModel,
+        settings: Settings,
+        cache: EmbeddingCache | None,
+        generation: int,
     ) -> tuple[Index, Manifest]:
         manifest = self.read_manifest(generation)
         canaries = CanaryProbe.from_json(manifest.canaries)
@@ -335,9 +355,10 @@ class SnapshotStore:
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
-            sealed.get(s["name"]) or SealedSegment.load(s["name"], self.root / s["file"]) for s in manifest.segments
+            sealed.get(s["name"]) or SealedSegment.load(s["name"], self.root / s["file"])
+            for s in manifest.segments
         ]
-        quantizer = None
+        quantizer: Any = None
         if manifest.quantizer and index.vectors.quantizer is None:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
         with index.lock.writing():

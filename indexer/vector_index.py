@@ -46,7 +46,9 @@ class VectorIndex:
     # -- mutation -------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if vectors.shape[1] != self.dimension:
-            raise ValueError(f"vector dimension {vectors.shape[1]} != index dimension {self.dimension}")
+            raise ValueError(
+                f"vector dimension {vectors.shape[1]} != index dimension {self.dimension}"
+            )
         self.live.add(ids, vectors)
 
     def remove(self, ids: set[int]) -> None:
@@ -71,12 +73,15 @@ class VectorIndex:
         quantizer = faiss.IndexFlatIP(self.dimension)
         kmeans = faiss.Kmeans(self.dimension, nlist, niter=20, seed=1234, spherical=True)
         kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+        assert kmeans.centroids is not None
         quantizer.add(kmeans.centroids)
         self.quantizer, self.nlist = quantizer, nlist
 
     def _seal(self, ids: np.ndarray, vectors: np.ndarray) -> SealedSegment:
         assert self.quantizer is not None
-        segment = SealedSegment.build(f"seg-{uuid.uuid4().hex[:12]}", self.quantizer, self.nlist, ids, vectors)
+        segment = SealedSegment.build(
+            f"seg-{uuid.uuid4().hex[:12]}", self.quantizer, self.nlist, ids, vectors
+        )
         self.attach(segment)
         return segment
 
@@ -120,7 +125,7 @@ class VectorIndex:
             if self.live.contains(chunk_id):
                 found[chunk_id] = self.live.vector(chunk_id)
             elif chunk_id in self._where and chunk_id not in self.tombstones:
-                found[chunk_id] = self._where[chunk_id].index.reconstruct(chunk_id)
+                found[chunk_id] = np.asarray(self._where[chunk_id].index.reconstruct(chunk_id))
         return found
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -10,20 +10,30 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from indexer.documents import Document  # noqa: E402
-from indexer.embedding_cache import EmbeddingCache  # noqa: E402
-from indexer.index import Index  # noqa: E402
-from indexer.model import EmbeddingModel, load_model  # noqa: E402
-from semsearch.settings import Settings  # noqa: E402
+from indexer.documents import Document
+from indexer.embedding_cache import EmbeddingCache
+from indexer.index import Index
+from indexer.model import EmbeddingModel, load_model
+from semsearch.settings import Settings
 
 SMALL_DOCS = [
-    Document("d1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures.", 1),
-    Document("d2", "Heart disease", "Statins lower LDL cholesterol and reduce cardiovascular events.", 1),
+    Document(
+        "d1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures.", 1
+    ),
+    Document(
+        "d2", "Heart disease", "Statins lower LDL cholesterol and reduce cardiovascular events.", 1
+    ),
     Document("d3", "Sleep", "Short sleep duration impairs memory consolidation in adolescents.", 1),
-    Document("d4", "Malaria", "Artemisinin resistance in Plasmodium falciparum is spreading in Asia.", 1),
-    Document("d5", "Diabetes", "Metformin improves insulin sensitivity in type 2 diabetes patients.", 1),
+    Document(
+        "d4", "Malaria", "Artemisinin resistance in Plasmodium falciparum is spreading in Asia.", 1
+    ),
+    Document(
+        "d5", "Diabetes", "Metformin improves insulin sensitivity in type 2 diabetes patients.", 1
+    ),
     Document("d6", "Exercise", "Aerobic exercise increases hippocampal volume in older adults.", 1),
-    Document("d7", "Invoice", "Invoice INV-2024-00917 for ACME GmbH is overdue; please pay soon.", 1),
+    Document(
+        "d7", "Invoice", "Invoice INV-2024-00917 for ACME GmbH is overdue; please pay soon.", 1
+    ),
     Document("d8", "Invoice", "Invoice INV-2024-00918 for Globex was paid in full last week.", 1),
 ]
 
@@ -44,9 +54,13 @@ def cache(tmp_path: Path) -> EmbeddingCache:
 
 
 @pytest.fixture
-def make_index(model: EmbeddingModel, settings: Settings, cache: EmbeddingCache) -> Callable[..., Index]:
+def make_index(
+    model: EmbeddingModel, settings: Settings, cache: EmbeddingCache
+) -> Callable[..., Index]:
     def make(docs: list[Document] | None = None, **overrides: object) -> Index:
-        index = Index.create(model, settings.with_overrides(**overrides) if overrides else settings, cache)
+        index = Index.create(
+            model, settings.with_overrides(**overrides) if overrides else settings, cache
+        )
         index.apply(SMALL_DOCS if docs is None else docs)
         return index
 

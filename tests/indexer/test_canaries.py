@@ -18,7 +18,9 @@ def test_committed_canaries_reproduce(model: EmbeddingModel) -> None:
     reference = CanaryProbe.load(REFERENCE)
     assert reference.sentences == CANARY_SENTENCES
     comparison = compare(reference, model)
-    assert comparison.tokenization_matches, "the tokenizer splits the canaries differently than at commit time"
+    assert comparison.tokenization_matches, (
+        "the tokenizer splits the canaries differently than at commit time"
+    )
     assert comparison.minimum >= FAIL_BELOW, comparison.explain()
     if comparison.minimum < WARN_BELOW:
         warnings.warn(f"embedding drift: {comparison.explain()}", stacklevel=1)
@@ -33,7 +35,9 @@ def test_canaries_are_varied() -> None:
 
 def test_a_different_space_fails(model: EmbeddingModel) -> None:
     reference = probe(model)
-    rotated = CanaryProbe(reference.sentences, np.roll(reference.vectors, 1, axis=0), reference.token_ids_sha256)
+    rotated = CanaryProbe(
+        reference.sentences, np.roll(reference.vectors, 1, axis=0), reference.token_ids_sha256
+    )
     assert compare(rotated, model).failed
     retokenized = CanaryProbe(reference.sentences, reference.vectors, "0" * 64)
     assert compare(retokenized, model).failed

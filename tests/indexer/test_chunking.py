@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from indexer.chunking import Chunker, content_hash
 from indexer.documents import Document
 from indexer.model import EmbeddingModel
@@ -19,7 +21,7 @@ def test_windows_fit_the_model_and_overlap(model: EmbeddingModel) -> None:
     for chunk in chunks:
         assert _tokens(model, chunk.text) <= 254  # never silently truncated by the model
         assert chunk.text == text[chunk.start : chunk.end]
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.start < before.end, "consecutive windows overlap"
         overlap = _tokens(model, text[after.start : before.end])
         assert 16 <= overlap <= 40

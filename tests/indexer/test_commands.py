@@ -12,7 +12,11 @@ import pytest
 from semsearch.cli import main
 
 CORPUS = [
-    {"_id": "a", "title": "Vitamin D", "text": "Vitamin D deficiency is associated with fractures."},
+    {
+        "_id": "a",
+        "title": "Vitamin D",
+        "text": "Vitamin D deficiency is associated with fractures.",
+    },
     {"_id": "b", "title": "Statins", "text": "Statins lower LDL cholesterol."},
     {"_id": "c", "title": "Sleep", "text": "Short sleep impairs memory consolidation."},
     {"_id": "d", "title": "Order", "text": "Order ORD-77812-X shipped to Berlin."},
@@ -30,7 +34,13 @@ def beir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     corpus.write_bytes(b"\n".join(lines) + b"\n")
     queries = tmp_path / "queries.jsonl"
     queries.write_text(
-        "\n".join(json.dumps(q) for q in [{"_id": "1", "text": "vitamin d and bone fractures"}, {"_id": "2", "text": "cholesterol drugs"}])
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"_id": "1", "text": "vitamin d and bone fractures"},
+                {"_id": "2", "text": "cholesterol drugs"},
+            ]
+        )
     )
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\n1\ta\t1\n2\tb\t1\n")
@@ -42,18 +52,36 @@ def test_build_then_search(beir: dict[str, Path], capsys: pytest.CaptureFixture[
     assert main(["build", "--corpus", str(beir["corpus"]), "--index-dir", str(index)]) == 0
     out, err = capsys.readouterr()
     assert "4 documents" in out
-    assert "line 2: not valid UTF-8" in err and "line 3: not valid JSON" in err and "rejected empty" in err
-    assert main(["search", "--index-dir", str(index), "--mode", "hybrid", "--json", "ORD-77812-X"]) == 0
+    assert (
+        "line 2: not valid UTF-8" in err
+        and "line 3: not valid JSON" in err
+        and "rejected empty" in err
+    )
+    assert (
+        main(["search", "--index-dir", str(index), "--mode", "hybrid", "--json", "ORD-77812-X"])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["results"][0]["doc_id"] == "d"
-    assert main(["search", "--index-dir", str(index), "--min-score", "0.99", "quantum gravity"]) == 0
+    assert (
+        main(["search", "--index-dir", str(index), "--min-score", "0.99", "quantum gravity"]) == 0
+    )
     assert "no results" in capsys.readouterr().out
     assert main(["search", "--index-dir", str(index), "-k", "0", "x"]) == 1
     assert "positive integer" in capsys.readouterr().err
 
 
 def test_eval_json_and_reuse(beir: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["eval", "--corpus", str(beir["corpus"]), "--queries", str(beir["queries"]), "--qrels", str(beir["qrels"]), "--json"]
+    args = [
+        "eval",
+        "--corpus",
+        str(beir["corpus"]),
+        "--queries",
+        str(beir["queries"]),
+        "--qrels",
+        str(beir["qrels"]),
+        "--json",
+    ]
     assert main([*args, "--mode", "vector"]) == 0
     first = capsys.readouterr()
     result = json.loads(first.out.strip().splitlines()[-1])
@@ -78,5 +106,10 @@ def test_bad_inputs_fail_clearly(beir: dict[str, Path], capsys: pytest.CaptureFi
 
 
 def test_console_script_is_installed() -> None:
-    done = subprocess.run([sys.executable, "-m", "semsearch.cli", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "semsearch.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0 and "build" in done.stdout and "eval" in done.stdout

@@ -11,7 +11,9 @@ def test_metrics_by_hand() -> None:
     relevant = {"a": 1, "b": 1}
     ranked = ["x", "a", "y", "b"]
     idcg = 1 + 1 / math.log2(3)
-    assert ndcg_at(ranked, relevant, 10) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / idcg)
+    assert ndcg_at(ranked, relevant, 10) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / idcg
+    )
     assert recall_at(ranked, relevant, 2) == 0.5
     assert mrr_at(ranked, relevant, 10) == 0.5
     assert ndcg_at(["a", "b"], relevant, 10) == pytest.approx(1.0)

@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from tests_support import chunk_ids_consistent
 
 from indexer.documents import Deletion, Document
 from indexer.errors import InvalidQueryError
 from indexer.index import Index
-from tests_support import chunk_ids_consistent
 
 
 def test_search_modes_find_the_relevant_document(make_index: Callable[..., Index]) -> None:
@@ -21,7 +21,10 @@ def test_search_modes_find_the_relevant_document(make_index: Callable[..., Index
 
 
 def test_exact_identifier_comes_first_in_hybrid(make_index: Callable[..., Index]) -> None:
-    filler = [Document(f"f{i}", "Invoice", f"Invoice for customer {i} is overdue; please pay.", 1) for i in range(12)]
+    filler = [
+        Document(f"f{i}", "Invoice", f"Invoice for customer {i} is overdue; please pay.", 1)
+        for i in range(12)
+    ]
     index = make_index()
     index.apply(filler)
     hits = index.search("INV-2024-00917", k=5, mode="hybrid")
@@ -40,21 +43,29 @@ def test_min_score_can_return_nothing(make_index: Callable[..., Index]) -> None:
     assert all(h.similarity is not None and h.similarity >= 0.3 for h in kept)
 
 
-def test_upsert_replaces_chunks_and_stale_versions_are_ignored(make_index: Callable[..., Index]) -> None:
+def test_upsert_replaces_chunks_and_stale_versions_are_ignored(
+    make_index: Callable[..., Index],
+) -> None:
     index = make_index()
     report = index.apply([Document("d1", "Vitamin C", "Vitamin C and the common cold.", 2)])
     assert report.upserted == 1
     assert index.get("d1").version == 2  # type: ignore[union-attr]
-    stale = index.apply([Document("d1", "Old", "old text", 1), Document("d1", "Vitamin C", "dup", 2)])
+    stale = index.apply(
+        [Document("d1", "Old", "old text", 1), Document("d1", "Vitamin C", "dup", 2)]
+    )
     assert stale.stale == 2 and stale.upserted == 0
     assert index.search("common cold", k=1, mode="bm25")[0].doc_id == "d1"
     assert all(h.doc_id != "d1" for h in index.search("bone loss fractures", k=8, mode="bm25"))
     assert chunk_ids_consistent(index)
 
 
-def test_delete_removes_every_chunk_and_blocks_resurrection(make_index: Callable[..., Index]) -> None:
+def test_delete_removes_every_chunk_and_blocks_resurrection(
+    make_index: Callable[..., Index],
+) -> None:
     index = make_index()
-    long_doc = Document("long", "Long", " ".join(f"sentence {i} about kidneys." for i in range(400)), 1)
+    long_doc = Document(
+        "long", "Long", " ".join(f"sentence {i} about kidneys." for i in range(400)), 1
+    )
     index.apply([long_doc])
     long_chunks = len(index.get("long").chunks)  # type: ignore[union-attr]
     assert long_chunks > 2
@@ -122,7 +133,9 @@ def test_empty_index_answers_empty(make_index: Callable[..., Index]) -> None:
     assert index.count().documents == 0
 
 
-def test_a_five_megabyte_document_is_rejected_not_truncated(make_index: Callable[..., Index]) -> None:
+def test_a_five_megabyte_document_is_rejected_not_truncated(
+    make_index: Callable[..., Index],
+) -> None:
     index = make_index([])
     report = index.apply([Document("five", "Big", "word " * 1_000_000, 1)])  # 5 MB
     assert report.upserted == 0 and report.chunks_embedded == 0

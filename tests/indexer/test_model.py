@@ -43,7 +43,12 @@ def test_identity_is_recorded(model: EmbeddingModel) -> None:
     assert info.revision == BUNDLED_REVISION
     assert len(info.fingerprint) == 64
     assert info.dimension == 384 and info.max_seq_length == 256 and info.pooling == "mean"
-    assert set(info.library_versions) >= {"torch", "sentence-transformers", "transformers", "tokenizers"}
+    assert set(info.library_versions) >= {
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+    }
     assert model.index_id == f"all-minilm-l6-v2-{info.fingerprint[:12]}"
 
 
@@ -59,7 +64,9 @@ def test_fingerprint_is_stable_and_ignores_the_model_card(tmp_path: Path) -> Non
 
 def test_changed_tokenizer_config_changes_the_fingerprint(tmp_path: Path) -> None:
     variant = _variant(tmp_path, "tokenizer_config.json", {"do_lower_case": False})
-    assert model_fingerprint(variant, 256, True) != model_fingerprint(bundled_model_path(), 256, True)
+    assert model_fingerprint(variant, 256, True) != model_fingerprint(
+        bundled_model_path(), 256, True
+    )
 
 
 def test_vectors_are_normalized_and_paths_agree(model: EmbeddingModel) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests_support import chunk_ids_consistent
 
 from indexer.documents import Deletion, Document
 from indexer.embedding_cache import EmbeddingCache
@@ -14,9 +15,11 @@ from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from semsearch.settings import Settings
-from tests_support import chunk_ids_consistent
 
-MANY = [Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7} and dosage {i}.", 1) for i in range(90)]
+MANY = [
+    Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7} and dosage {i}.", 1)
+    for i in range(90)
+]
 
 
 def _results(index: Index, query: str) -> list[tuple[str, float]]:
@@ -46,7 +49,11 @@ def test_roundtrip_with_sealed_segments_and_offsets(
 
 
 def test_crash_during_snapshot_leaves_previous_generation_loadable(
-    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_index: Callable[..., Index],
+    model: EmbeddingModel,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     index = make_index()
     store = SnapshotStore(tmp_path / "idx")
@@ -65,7 +72,9 @@ def test_crash_during_snapshot_leaves_previous_generation_loadable(
     assert manifest.offsets == {"docs": {0: 8}} and loaded.get("d9") is None
 
 
-def test_corruption_is_detected(make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path) -> None:
+def test_corruption_is_detected(
+    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path
+) -> None:
     index = make_index()
     store = SnapshotStore(tmp_path / "idx")
     store.write(index)
@@ -78,7 +87,9 @@ def test_corruption_is_detected(make_index: Callable[..., Index], model: Embeddi
     assert manifest.generation == 1 and loaded.count().documents == len(index.documents)
 
 
-def test_a_different_model_is_refused_naming_both(make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path) -> None:
+def test_a_different_model_is_refused_naming_both(
+    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path
+) -> None:
     store = SnapshotStore(tmp_path / "idx")
     store.write(make_index())
     manifest_path = tmp_path / "idx" / "gen-000001" / "manifest.json"
@@ -98,18 +109,22 @@ def test_refresh_moves_an_open_index_forward(
     store = SnapshotStore(tmp_path / "idx")
     store.write(writer)
     reader, _ = store.load(model, settings)
-    writer.apply(MANY[40:] + [Deletion("m1", 5), Document("m2", "Note 2", "now about pancreas", 2)])
+    writer.apply([*MANY[40:], Deletion("m1", 5), Document("m2", "Note 2", "now about pancreas", 2)])
     manifest = store.write(writer, {"docs": {0: 99}})
     sealed_before = {s.name for s in reader.vectors.sealed}
     assert store.refresh(reader).generation == manifest.generation
     assert reader.count() == writer.count()
     assert {s.name for s in reader.vectors.sealed} >= sealed_before
-    assert reader.get("m1") is None and reader.search("pancreas", k=1, mode="bm25")[0].doc_id == "m2"
+    assert (
+        reader.get("m1") is None and reader.search("pancreas", k=1, mode="bm25")[0].doc_id == "m2"
+    )
     assert _results(reader, "dosage 77") == _results(writer, "dosage 77")
     assert chunk_ids_consistent(reader)
 
 
-def test_garbage_collection_keeps_recent_generations(make_index: Callable[..., Index], tmp_path: Path) -> None:
+def test_garbage_collection_keeps_recent_generations(
+    make_index: Callable[..., Index], tmp_path: Path
+) -> None:
     index = make_index()
     store = SnapshotStore(tmp_path / "idx", keep=2)
     for _ in range(4):
@@ -124,7 +139,9 @@ def test_index_ids_cannot_escape_the_data_root(settings: Settings) -> None:
     assert index_dir(settings, "all-minilm-l6-v2-abc").parent == settings.indexes_dir.resolve()
 
 
-def test_embedding_cache_reembeds_only_changed_chunks(model: EmbeddingModel, settings: Settings, cache: EmbeddingCache) -> None:
+def test_embedding_cache_reembeds_only_changed_chunks(
+    model: EmbeddingModel, settings: Settings, cache: EmbeddingCache
+) -> None:
     first = Index.create(model, settings, cache)
     report = first.apply(MANY[:10])
     assert report.chunks_embedded == 10
