@@ -56,6 +56,6 @@ def test_deletes_are_tombstoned_then_compacted() -> None:
 
 
 def test_nlist_rule() -> None:
-    assert nlist_for(100_000) == 316
-    assert nlist_for(1000) == 25
+    assert nlist_for(100_000) == 100
+    assert nlist_for(8192) == 8
     assert nlist_for(10) == 1
