@@ -72,7 +72,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -175,11 +175,13 @@ class EmbeddedBroker:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
+        # SIGINT: Tansu's SIGTERM handler waits ~5 s for clients to disconnect, and a memory-only
+        # broker has nothing to flush.
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            log.warning("the embedded broker ignored SIGTERM; killing it")
+            log.warning("the embedded broker ignored SIGINT; killing it")
             process.kill()
             process.wait(_STOP_TIMEOUT_S)
 
