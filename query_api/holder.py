@@ -1,0 +1,398 @@
+"""IndexHolder: which index this API process serves, and how it changes without a failed query.
+
+One background thread owns every change; request handlers only read `holder.current`, an
+immutable `Serving` snapshot taken once per request. That single reference is the whole
+zero-downtime story:
+
+- flip (the pointer names another index): the new index is loaded completely - checksums,
+  model fingerprint and canaries verified - *then* the reference is swapped. A request that
+  already took the old `Serving` finishes on it; the old index is freed when the last one ends.
+- refresh (a newer generation of the served index): applied in place with
+  `SnapshotStore.refresh`, which reads only new sealed segments and swaps the rest under the
+  index's writer lock - concurrent searches see the old or the new generation, never a mix.
+- anything wrong (Redis down, a pointer that is not an id, escapes the data root, names an
+  index that does not exist, or one built with another model): keep serving what we have, say
+  so in `status()` (→ /readyz) and in metrics, and log it once per distinct problem.
+
+The thread wakes on a pub/sub notification from `semsearch.pointer` or every refresh_ms
+(the polling fallback, which also picks up new generations: they are files, not Redis events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from indexer.compatibility import ensure_compatible
+from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
+from indexer.index import Index
+from indexer.model import EmbeddingModel, load_model
+from indexer.snapshots import Manifest, SnapshotStore, index_dir
+from query_api.metrics import ApiMetrics
+from semsearch.embedded.redis import describe_url
+from semsearch.pointer import InvalidPointerError, Pointer, validate_index_id
+from semsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A JSON document another component (the migrator) may write to report progress; /index shows it.
+MIGRATION_STATUS_FILE = "status.json"
+_WAIT_SLICE_S = 0.25
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One loaded, verified index and the manifest of the generation it holds."""
+
+    index: Index
+    manifest: Manifest
+    store: SnapshotStore
+    loaded_at: float
+    origin: str  # "pointer", or "default" when the pointer was unset/unreadable at start
+
+    @property
+    def index_id(self) -> str:
+        return self.index.index_id
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    @property
+    def model_fingerprint(self) -> str:
+        return str(self.index.model.info.fingerprint)
+
+    def snapshot_age_s(self) -> float:
+        return time.time() - float(self.manifest.created_at)
+
+
+@dataclass
+class _Failure:
+    """A pointer value we could not serve; retried only when its latest generation changes."""
+
+    value: str
+    generation: int | None
+    reason: str
+    message: str
+
+
+class IndexHolder:
+    """Loads the index the pointer names, keeps it fresh, and never serves a half-built one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str | None = None,
+        *,
+        metrics: ApiMetrics | None = None,
+        use_default_index: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.redis_url = redis_url if redis_url is not None else settings.redis_url
+        self.metrics = metrics if metrics is not None else ApiMetrics()
+        self.metrics.attach(self)
+        # Serve the configured model's index while the pointer is unset (e.g. after
+        # `semsearch build`, before any indexer set the pointer).
+        self.use_default_index = use_default_index
+        self._serving: Serving | None = None
+        self._models: dict[str, EmbeddingModel] = {}
+        self._pointer: Pointer | None = None
+        self._pubsub: Any = None
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: _Failure | None = None
+        self._bad_generation: int | None = None
+        self._last_drift_check = time.monotonic()
+        self.redis_up: bool = False
+        self.redis_error: str | None = None
+        self.pointer_value: str | None = None
+        self.last_error: str | None = None
+
+    # -- what requests read ---------------------------------------------------------------
+    @property
+    def current(self) -> Serving | None:
+        return self._serving
+
+    @property
+    def ready(self) -> bool:
+        return self._serving is not None
+
+    def status(self) -> dict[str, Any]:
+        serving = self._serving
+        return {
+            "ready": serving is not None,
+            "index_id": serving.index_id if serving else None,
+            "generation": serving.generation if serving else None,
+            "model_fingerprint": serving.model_fingerprint if serving else None,
+            "origin": serving.origin if serving else None,
+            "pointer": self.pointer_value,
+            "redis": {
+                "up": self.redis_up,
+                "url": describe_url(self.redis_url) if self.redis_url else None,
+                "error": self.redis_error,
+            },
+            "last_error": self.last_error,
+        }
+
+    def migration_status(self) -> dict[str, Any] | None:
+        """Progress a migrator published: Redis `<ns>:migration` (JSON) or <data_dir>/status.json."""
+        if self._pointer is not None and self.redis_up:
+            key = self._pointer.key.rsplit(":", 1)[0] + ":migration"
+            try:
+                raw = self._pointer.client.get(key)
+                if raw:
+                    data = json.loads(raw)
+                    return data if isinstance(data, dict) else {"value": data}
+            except (redis.RedisError, OSError, ValueError):
+                pass
+        path = Path(self.settings.data_dir) / MIGRATION_STATUS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="index-holder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self._close_pubsub()
+        if self._pointer is not None:
+            self._pointer.close()
+            self._pointer = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._serving is not None:
+                return True
+            time.sleep(0.02)
+        return self._serving is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # the watcher must survive anything; the next poll retries
+                log.exception("index holder poll failed; will retry")
+            self._wait(self.settings.refresh_ms / 1000.0)
+
+    def _wait(self, timeout_s: float) -> None:
+        """Sleep until the next poll, waking early on a pointer notification."""
+        if self._pubsub is None and self.redis_up and self._pointer is not None:
+            try:
+                self._pubsub = self._pointer.subscribe()
+            except (redis.RedisError, OSError):
+                self._pubsub = None
+        if self._pubsub is None:
+            self._stop.wait(timeout_s)
+            return
+        deadline = time.monotonic() + timeout_s
+        try:
+            # Short slices so stop() is never kept waiting for a long refresh interval.
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                message = self._pubsub.get_message(timeout=min(left, _WAIT_SLICE_S))
+                if message is not None:
+                    log.debug("pointer notification: %s", message.get("data"))
+                    return
+        except (redis.RedisError, OSError, ValueError):
+            self._close_pubsub()
+            self._stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def _close_pubsub(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None
+
+    # -- one step of the watcher ----------------------------------------------------------
+    def poll_once(self) -> None:
+        """Read the pointer, flip or refresh as needed. Safe to call from tests directly."""
+        with self._poll_lock:
+            value, readable = self._read_pointer()
+            serving = self._serving
+            if readable and value is not None:
+                wanted: str | None = value
+                origin = "pointer"
+            elif serving is not None:
+                wanted, origin = serving.index_id, serving.origin
+            else:
+                wanted, origin = (self._default_index_id() if self.use_default_index else None), "default"
+            if wanted is None:
+                return
+            if serving is None or wanted != serving.index_id:
+                self._flip(wanted, origin)
+            if serving is not None and self._serving is serving:
+                # Not flipped (same id, or the new one was refused): keep the old one fresh.
+                self._refresh(serving)
+            self._check_drift()
+
+    def _read_pointer(self) -> tuple[str | None, bool]:
+        if not self.redis_url:
+            return None, False
+        try:
+            if self._pointer is None:
+                self._pointer = Pointer.from_url(self.redis_url, self.settings.pointer_key)
+            value = self._pointer.get()
+        except (redis.RedisError, OSError) as exc:
+            if self.redis_up or self.redis_error is None:
+                log.error(
+                    "Redis at %s is unreachable (%s); still serving %s - pointer changes are "
+                    "not seen until it is back",
+                    describe_url(self.redis_url),
+                    exc,
+                    self._serving.index_id if self._serving else "nothing",
+                )
+            self.metrics.redis_errors.inc()
+            self.redis_up, self.redis_error = False, f"{type(exc).__name__}: {exc}"
+            self._close_pubsub()
+            return None, False
+        if not self.redis_up and self.redis_error is not None:
+            log.info("Redis at %s is reachable again", describe_url(self.redis_url))
+        self.redis_up, self.redis_error = True, None
+        self.pointer_value = value
+        return value, True
+
+    def _default_index_id(self) -> str | None:
+        try:
+            model = self._model(self.settings.model)
+        except SemsearchError as exc:
+            if self._failure is None or self._failure.value != "<configured model>":
+                self._record_failure("<configured model>", None, "load_error", str(exc))
+            return None
+        root = self.settings.indexes_dir / model.index_id
+        return model.index_id if SnapshotStore(root).latest_generation() is not None else None
+
+    # -- flip -----------------------------------------------------------------------------
+    def _flip(self, index_id: str, origin: str) -> None:
+        latest = self._latest_generation_of(index_id)
+        failure = self._failure
+        if failure is not None and failure.value == index_id and failure.generation == latest:
+            return  # already reported; retry when a new generation appears or the pointer moves
+        try:
+            serving = self.load(index_id, origin)
+        except InvalidPointerError as exc:
+            self._record_failure(index_id, latest, "invalid_id", str(exc))
+        except IndexNotFoundError as exc:
+            self._record_failure(index_id, latest, "unknown_index", str(exc))
+        except ModelMismatchError as exc:
+            self._record_failure(index_id, latest, "model_mismatch", str(exc))
+        except (SnapshotError, OSError, ValueError, KeyError) as exc:
+            self._record_failure(index_id, latest, "snapshot_error", f"{type(exc).__name__}: {exc}")
+        except SemsearchError as exc:
+            self._record_failure(index_id, latest, "load_error", str(exc))
+        else:
+            previous = self._serving
+            self._serving = serving
+            self._failure, self._bad_generation, self.last_error = None, None, None
+            self.metrics.index_loads.labels(kind="flip").inc()
+            log.info(
+                "serving %s generation %d (%d documents)%s",
+                serving.index_id,
+                serving.generation,
+                serving.manifest.counts.get("documents", 0),
+                f", was {previous.index_id}" if previous else "",
+            )
+
+    def _latest_generation_of(self, index_id: str) -> int | None:
+        try:
+            return SnapshotStore(index_dir(self.settings, index_id)).latest_generation()
+        except (SemsearchError, OSError):
+            return None
+
+    def _record_failure(self, value: str, generation: int | None, reason: str, message: str) -> None:
+        serving = self._serving
+        keeping = f"; still serving {serving.index_id}" if serving else "; nothing is served yet"
+        self.last_error = f"pointer {value!r} not served ({reason}): {message}"
+        self._failure = _Failure(value, generation, reason, message)
+        self.metrics.pointer_invalid.labels(reason=reason).inc()
+        log.error("refusing to serve %r (%s): %s%s", value, reason, message, keeping)
+
+    def load(self, index_id: str, origin: str = "pointer") -> Serving:
+        """Load and verify an index completely; nothing is swapped (the caller does that)."""
+        validate_index_id(index_id)
+        store = SnapshotStore(index_dir(self.settings, index_id), keep=self.settings.keep_generations)
+        manifest = store.read_manifest()
+        model = self._model_for(manifest)
+        index, manifest = store.load(model, self.settings, None, fallback=True)
+        if index.index_id != index_id:
+            raise SnapshotError(
+                f"{store.root} holds index {index.index_id!r}, not {index_id!r}; the directory was "
+                "renamed or copied - rebuild it or point at its real id"
+            )
+        return Serving(index, manifest, store, time.time(), origin)
+
+    def _model(self, source: str | None) -> EmbeddingModel:
+        model = load_model(source, memory_mb=self.settings.embed_memory_mb)
+        self._models.setdefault(model.info.fingerprint, model)
+        return model
+
+    def _model_for(self, manifest: Manifest) -> EmbeddingModel:
+        """The model an index was built with, loaded once per process (a flip between indexes
+        of the same model reuses its weights). The configured model is tried first, then the
+        source recorded in the manifest; SnapshotStore.load still verifies whichever we pick."""
+        wanted = manifest.model.get("fingerprint")
+        if isinstance(wanted, str) and wanted in self._models:
+            return self._models[wanted]
+        configured = self._model(self.settings.model)
+        if configured.info.fingerprint == wanted:
+            return configured
+        recorded = manifest.model.get("source")
+        if isinstance(recorded, str) and Path(recorded).is_dir():
+            candidate = self._model(recorded)
+            if candidate.info.fingerprint == wanted:
+                return candidate
+        return configured  # load() will refuse it with a ModelMismatchError naming both models
+
+    # -- near-real-time refresh -----------------------------------------------------------
+    def _refresh(self, serving: Serving) -> None:
+        latest = serving.store.latest_generation()
+        if latest is None or latest <= serving.generation or latest == self._bad_generation:
+            return
+        try:
+            manifest = serving.store.refresh(serving.index, latest)
+        except (SemsearchError, OSError, ValueError, KeyError) as exc:
+            # Often benign (the writer's GC removed it meanwhile); a corrupt one is skipped
+            # until a newer generation appears.
+            self._bad_generation = latest
+            log.warning("could not apply generation %d of %s: %s", latest, serving.index_id, exc)
+            return
+        self._serving = replace(serving, manifest=manifest)
+        self.metrics.index_loads.labels(kind="refresh").inc()
+        log.debug("refreshed %s to generation %d", serving.index_id, manifest.generation)
+
+    def _check_drift(self) -> None:
+        """Re-verify the served model against the manifest every drift_check_s: a library
+        changed under a running process must stop answering, not search another space."""
+        serving = self._serving
+        if serving is None or time.monotonic() - self._last_drift_check < self.settings.drift_check_s:
+            return
+        self._last_drift_check = time.monotonic()
+        try:
+            ensure_compatible(serving.index.model, serving.manifest.model, serving.index.canaries, serving.index_id)
+        except ModelMismatchError as exc:
+            self._serving = None
+            latest = serving.store.latest_generation()
+            self._record_failure(serving.index_id, latest, "model_mismatch", str(exc))

@@ -1,0 +1,128 @@
+"""Request and response shapes of the HTTP API (they are also its OpenAPI schema).
+
+Request limits depend on runtime settings (SEMSEARCH_MAX_QUERY_CHARS, SEMSEARCH_MAX_K), so they
+are checked by `check_search` rather than frozen into the field declarations; every violation
+becomes a 422 whose message says which limit was hit and how to change it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexer.index import MODES
+from semsearch.settings import Settings
+
+
+class RequestError(ValueError):
+    """A search request the API refuses; the message is returned to the client verbatim."""
+
+
+class SearchRequest(BaseModel):
+    """POST /search body; the same fields as the GET query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: str = Field(description="query text")
+    k: int = Field(10, description="number of documents to return (1..SEMSEARCH_MAX_K)")
+    mode: str = Field("hybrid", description="vector | bm25 | hybrid")
+    min_score: float | None = Field(
+        None, description="cosine cutoff (vector/hybrid) or BM25 cutoff (bm25); none pass → []"
+    )
+
+
+class SearchHitOut(BaseModel):
+    doc_id: str
+    score: float = Field(description="ranking score of the mode (cosine, BM25 or fused RRF)")
+    similarity: float | None = Field(description="cosine of the best chunk; null in bm25 mode")
+    title: str
+    snippet: str
+
+
+class SearchResponse(BaseModel):
+    index_id: str
+    model_fingerprint: str
+    generation: int
+    took_ms: float
+    mode: str
+    k: int
+    results: list[SearchHitOut]
+
+
+class DocumentOut(BaseModel):
+    index_id: str
+    doc_id: str
+    version: int
+    title: str
+    text: str
+    metadata: dict[str, Any]
+
+
+class PointerOut(BaseModel):
+    value: str | None = Field(description="index id last read from Redis")
+    redis_up: bool
+    origin: str | None = Field(description="'pointer', or 'default' while the pointer is unset")
+    last_error: str | None
+
+
+class IndexOut(BaseModel):
+    index_id: str
+    model: dict[str, Any]
+    documents: int
+    chunks: int
+    segments: int = Field(description="sealed IVF segments")
+    live_chunks: int
+    deleted_chunks: int
+    generation: int
+    snapshot_created_at: float
+    snapshot_age_s: float
+    offsets: dict[str, dict[str, int]] = Field(
+        description="Kafka offsets (topic → partition → next offset) contained in this generation"
+    )
+    lag: dict[str, dict[str, int]] | None = Field(
+        None, description="messages behind the topic end per partition, when known"
+    )
+    pointer: PointerOut
+    migration: dict[str, Any] | None = Field(None, description="progress a migrator reported, if any")
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    ready: bool
+    index_id: str | None
+    generation: int | None
+    model_fingerprint: str | None
+    origin: str | None
+    pointer: str | None
+    redis: dict[str, Any]
+    last_error: str | None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def check_search(request: SearchRequest, settings: Settings) -> SearchRequest:
+    """Raise RequestError unless the request is within the API's limits."""
+    if not request.q.strip():
+        raise RequestError("q is empty; pass some text to search for, e.g. /search?q=vitamin+d")
+    if len(request.q) > settings.max_query_chars:
+        raise RequestError(
+            f"q is {len(request.q)} characters, over the limit of {settings.max_query_chars} "
+            "(SEMSEARCH_MAX_QUERY_CHARS); shorten the query"
+        )
+    if "\x00" in request.q:
+        raise RequestError("q contains a NUL character")
+    if request.k <= 0 or request.k > settings.max_k:
+        raise RequestError(f"k must be between 1 and {settings.max_k} (SEMSEARCH_MAX_K); got {request.k}")
+    if request.mode not in MODES:
+        raise RequestError(f"unknown mode {request.mode!r}; use one of: {', '.join(MODES)}")
+    if request.min_score is not None and not math.isfinite(request.min_score):
+        raise RequestError("min_score must be a finite number (cosine in [-1, 1], or a BM25 score)")
+    return request

@@ -1,0 +1,120 @@
+"""Fixtures for the API: a real embedded Redis per test, tiny snapshot-backed indexes on disk.
+
+Indexes are built with the real model (one per test session) and written with the real
+SnapshotStore, so the holder loads them exactly as it loads production snapshots. Different
+index ids with the same model are made by renaming the id before the first write - the model
+check compares fingerprints, not ids - which keeps every test to one model load.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from indexer.documents import Document
+from indexer.embedding_cache import EmbeddingCache
+from indexer.index import Index
+from indexer.model import EmbeddingModel, load_model
+from indexer.snapshots import SnapshotStore, index_dir
+from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.settings import Settings
+
+DOCS = [
+    Document("d1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures.", 1),
+    Document("d2", "Heart disease", "Statins lower LDL cholesterol and reduce cardiovascular events.", 1),
+    Document("d3", "Sleep", "Short sleep duration impairs memory consolidation in adolescents.", 1),
+    Document("d4", "Malaria", "Artemisinin resistance in Plasmodium falciparum is spreading in Asia.", 1),
+    Document("d5", "Diabetes", "Metformin improves insulin sensitivity in type 2 diabetes patients.", 1),
+    Document("d6", "Exercise", "Aerobic exercise increases hippocampal volume in older adults.", 1),
+    Document("d7", "Invoice", "Invoice INV-2024-00917 for ACME GmbH is overdue; please pay soon.", 1),
+    Document("d8", "Invoice", "Invoice INV-2024-00918 for Globex was paid in full last week.", 1),
+    Document("d9", "Smoking", "Smoking cessation lowers the risk of lung cancer within a decade.", 1),
+    Document("d10", "Coffee", "Moderate coffee intake is linked to lower mortality in cohorts.", 1),
+]
+EXTRA = Document("d11", "Antibiotics", "Overuse of antibiotics drives resistant bacterial infections.", 1)
+
+
+@pytest.fixture
+def extra_doc() -> Document:
+    """A document that is in none of the DOCS: its presence marks a newer index/generation."""
+    return EXTRA
+
+
+@pytest.fixture(scope="session")
+def model() -> EmbeddingModel:
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
+    """Shared across tests: each passage is embedded once per session."""
+    return EmbeddingCache(tmp_path_factory.mktemp("embeddings") / "embeddings.sqlite")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = start_embedded_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_server.url,
+        refresh_ms=50,
+        seal_chunks=64,
+        pointer_key="semsearch:active",
+    )
+
+
+BuildIndex = Callable[..., tuple[Index, SnapshotStore]]
+
+
+@pytest.fixture
+def build_index(model: EmbeddingModel, settings: Settings, embedding_cache: EmbeddingCache) -> BuildIndex:
+    """build_index("idx-a", docs=None) → (writer index, its store) with generation 1 written."""
+
+    def build(index_id: str, docs: list[Document] | None = None) -> tuple[Index, SnapshotStore]:
+        index = Index.create(model, settings, embedding_cache)
+        index.index_id = index_id
+        index.apply(DOCS if docs is None else docs)
+        store = SnapshotStore(index_dir(settings, index_id), keep=settings.keep_generations)
+        store.write(index, {"docs": {0: len(DOCS)}})
+        return index, store
+
+    return build
+
+
+@pytest.fixture
+def serve_api() -> Iterator[Callable[[Any], str]]:
+    """serve_api(app) → base URL of a real uvicorn server for `app` on a free localhost port."""
+    from query_api.commands import api_url, bind_socket, make_server
+
+    running: list[tuple[Any, threading.Thread]] = []
+
+    def serve(app: Any) -> str:
+        sock = bind_socket("127.0.0.1", 0)
+        server = make_server(app, log_level="warning")
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return api_url(sock)
+
+    yield serve
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(15)
