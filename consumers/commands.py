@@ -1,0 +1,47 @@
+"""`semsearch index`: run the streaming indexer in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from consumers.service import run_indexer
+from semsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def index_command(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl-C: the user does not want to wait for the batch
+            raise KeyboardInterrupt
+        log.info("%s: finishing the current batch and writing a final snapshot", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_indexer(settings, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="run the streaming indexer (consume docs, embed, snapshot)",
+        description="Consume the docs topic into the index of SEMSEARCH_MODEL under "
+        "SEMSEARCH_DATA_DIR, resuming from the newest snapshot's offsets. Reads "
+        "KAFKA_BOOTSTRAP_SERVERS (unset: start an embedded broker and log its address), "
+        "SEMSEARCH_GROUP_ID (default semsearch-<index id>), SEMSEARCH_INDEXER_METRICS_PORT (9108; "
+        "0 = off). Stops cleanly on SIGTERM/SIGINT after a final snapshot.",
+    )
+    parser.set_defaults(func=index_command)

@@ -1,0 +1,239 @@
+"""IndexWorker: one index, one consumer group, one loop — poll, validate, apply, snapshot.
+
+Effectively-once without transactions: the index and the offsets of the events it contains are
+persisted together, atomically, in one snapshot generation. After a crash the worker loads the
+newest generation and consumes from exactly its offsets, so an event is either in the snapshot
+or consumed again; and because the index ignores any version it already holds, consuming an
+event twice changes nothing either.
+
+A worker owns nothing global, so a supervisor can run several in one process (the live index
+and a shadow index being built for a model migration), each in its own thread with its own
+`run(stop_event)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from consumers.dead_letter import DeadLetterQueue
+from consumers.metrics import WorkerMetrics
+from consumers.operators import split_batch
+from consumers.source import KafkaSource, Offsets, copy_offsets
+from indexer.embedding_cache import EmbeddingCache
+from indexer.index import ApplyReport, Index
+from indexer.model import EmbeddingModel
+from indexer.snapshots import Manifest, SnapshotStore, index_dir
+from semsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_group_id(index_id: str) -> str:
+    """One group per index: a shadow index consumes the same topic independently of the live one."""
+    return f"semsearch-{index_id}"
+
+
+@dataclass
+class StepReport:
+    events: int = 0
+    dead_lettered: int = 0
+    apply: ApplyReport | None = None
+    snapshot: Manifest | None = None
+
+
+class IndexWorker:
+    """Consumes `docs` into one Index and snapshots it together with the offsets it contains."""
+
+    def __init__(
+        self,
+        index: Index,
+        store: SnapshotStore,
+        settings: Settings,
+        *,
+        bootstrap: str,
+        start_offsets: Offsets | None = None,
+        group_id: str | None = None,
+        generation: int | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.index = index
+        self.store = store
+        self.settings = settings
+        self.group_id = group_id or settings.group_id or default_group_id(index.index_id)
+        self.generation = generation
+        self.metrics = metrics or WorkerMetrics(index.index_id)
+        self.snapshot_offsets: Offsets = copy_offsets(start_offsets or {})
+        self.source = KafkaSource(
+            bootstrap,
+            self.group_id,
+            [settings.docs_topic],
+            start_offsets,
+            window_ms=settings.batch_window_ms,
+            max_events=settings.batch_max_events,
+        )
+        self.dead_letters = DeadLetterQueue(bootstrap, settings.dlq_topic, index.index_id)
+        self._unsnapshotted_events = 0
+        self._last_snapshot = 0.0  # monotonic; 0 = never, so the first change snapshots at once
+        self._closed = False
+        self.metrics.counts(index.count())
+
+    # -- construction paths -----------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        model: EmbeddingModel,
+        settings: Settings,
+        *,
+        bootstrap: str,
+        cache: EmbeddingCache | None = None,
+        group_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> IndexWorker:
+        """Resume the model's index from its newest loadable generation, or start a new one."""
+        store = SnapshotStore(index_dir(settings, model.index_id), keep=settings.keep_generations)
+        if store.latest_generation() is None:
+            index = Index.create(model, settings, cache)
+            worker = cls(index, store, settings, bootstrap=bootstrap, group_id=group_id, metrics=metrics)
+            worker.snapshot()  # an empty generation 1, so readers find the index at once
+            log.info("index %s: new, consuming %s from the beginning", index.index_id, settings.docs_topic)
+            return worker
+        index, manifest = store.load(model, settings, cache, fallback=True)
+        log.info(
+            "index %s: resumed generation %d (%d documents) at offsets %s",
+            index.index_id,
+            manifest.generation,
+            manifest.counts.get("documents", 0),
+            manifest.offsets or "{} (beginning)",
+        )
+        return cls(
+            index,
+            store,
+            settings,
+            bootstrap=bootstrap,
+            start_offsets=manifest.offsets,
+            group_id=group_id,
+            generation=manifest.generation,
+            metrics=metrics,
+        )
+
+    @classmethod
+    def from_index(
+        cls,
+        index: Index,
+        settings: Settings,
+        *,
+        bootstrap: str,
+        start_offsets: Offsets,
+        group_id: str | None = None,
+        store: SnapshotStore | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> IndexWorker:
+        """Tail `docs` into an index built elsewhere (a migration's shadow index), from the
+        offsets its contents correspond to (e.g. the source index's manifest offsets)."""
+        store = store or SnapshotStore(index_dir(settings, index.index_id), keep=settings.keep_generations)
+        return cls(
+            index,
+            store,
+            settings,
+            bootstrap=bootstrap,
+            start_offsets=start_offsets,
+            group_id=group_id,
+            generation=store.latest_generation(),
+            metrics=metrics,
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+    @property
+    def offsets(self) -> Offsets:
+        """Next offset per partition that the in-memory index lacks."""
+        return copy_offsets(self.source.positions)
+
+    @property
+    def dirty(self) -> bool:
+        """Has the index moved past its newest snapshot (events applied, stale or dead-lettered)?"""
+        return self.source.positions != self.snapshot_offsets
+
+    def step(self, idle_timeout_s: float = 0.25) -> StepReport:
+        """Process one batch (waiting up to `idle_timeout_s` for it); snapshot when due."""
+        report = StepReport()
+        records = self.source.poll_batch(idle_timeout_s)
+        if records:
+            report.events = len(records)
+            batch = split_batch(records, self.index.validate_document)
+            # Confirmed in the DLQ before any snapshot can hold offsets past these events.
+            self.dead_letters.send(batch.poison)
+            report.dead_lettered = len(batch.poison)
+            self.metrics.dead_lettered(len(batch.poison))
+            report.apply = self.index.apply(batch.changes) if batch.changes else ApplyReport()
+            for doc_id, reason in report.apply.rejected:  # validated above; should never happen
+                log.error("index rejected %s after validation: %s", doc_id, reason)
+            self.metrics.applied(report.apply)
+            self._unsnapshotted_events += len(records)
+        self.metrics.lag(self.source.lag())
+        report.snapshot = self.maybe_snapshot()
+        return report
+
+    def maybe_snapshot(self) -> Manifest | None:
+        """Snapshot when dirty and SEMSEARCH_SNAPSHOT_EVENTS or _INTERVAL_MS has been reached.
+
+        The interval is the minimum time between snapshots, measured from the previous one: an
+        event into an idle pipeline is snapshotted (made visible to readers) right away, and a
+        busy pipeline writes at most one generation per interval.
+        """
+        if not self.dirty:
+            return None
+        elapsed_ms = (time.monotonic() - self._last_snapshot) * 1000
+        if self._unsnapshotted_events < self.settings.snapshot_events and elapsed_ms < self.settings.snapshot_interval_ms:
+            return None
+        return self.snapshot()
+
+    def snapshot(self) -> Manifest:
+        """Write a generation with the offsets its contents correspond to, then tell Kafka."""
+        offsets = self.offsets
+        started = time.perf_counter()
+        manifest = self.store.write(self.index, offsets)
+        seconds = time.perf_counter() - started
+        self.snapshot_offsets = offsets
+        self.generation = manifest.generation
+        self._unsnapshotted_events = 0
+        self._last_snapshot = time.monotonic()
+        self.source.commit(offsets)
+        self.metrics.snapshot(seconds, sum(int(f["bytes"]) for f in manifest.files.values()), manifest.generation)
+        self.metrics.counts(self.index.count())
+        log.debug("index %s: generation %d at %s (%.3fs)", self.index.index_id, manifest.generation, offsets, seconds)
+        return manifest
+
+    def caught_up(self) -> bool:
+        """Everything in the assigned partitions is applied and snapshotted (per cached watermarks)."""
+        lags = self.source.lag()
+        return bool(lags) and not any(lags.values()) and not self.dirty
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Step until `stop_event` is set; then finish with a final snapshot and close.
+
+        On an exception nothing more is written: the newest snapshot is consistent, and the
+        in-memory index may not be.
+        """
+        log.info("index %s: consuming %s as group %s", self.index.index_id, self.settings.docs_topic, self.group_id)
+        try:
+            while not stop_event.is_set():
+                self.step()
+        except BaseException:
+            self.close(final_snapshot=False)
+            raise
+        self.close()
+
+    def close(self, *, final_snapshot: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if final_snapshot and self.dirty:
+                manifest = self.snapshot()
+                log.info("index %s: final snapshot generation %d", self.index.index_id, manifest.generation)
+        finally:
+            self.source.close()
+            self.dead_letters.close()
