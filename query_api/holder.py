@@ -242,6 +242,9 @@ class IndexHolder:
                 wanted, origin = (self._default_index_id() if self.use_default_index else None), "default"
             if wanted is None:
                 return
+            if serving is not None and serving.index_id == wanted and serving.origin != origin:
+                # Serving the default index and the pointer now names that same index.
+                self._serving = serving = replace(serving, origin=origin)
             if serving is None or wanted != serving.index_id:
                 self._flip(wanted, origin)
             if serving is not None and self._serving is serving:

@@ -1,0 +1,92 @@
+"""`semsearch up` end to end: embedded broker + embedded Redis + indexer + uvicorn, one command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from producers.publisher import Publisher
+from semsearch.embedded.redis import ping
+from semsearch.events import UpsertEvent
+from semsearch.pointer import Pointer
+
+DOCS = [
+    ("s1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures."),
+    ("s2", "Invoice", "Invoice INV-2024-00917 for ACME GmbH is overdue; please pay soon."),
+    ("s3", "Sleep", "Short sleep duration impairs memory consolidation in adolescents."),
+]
+
+
+def _port_open(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_up_runs_the_stack_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    env.update(
+        SEMSEARCH_DATA_DIR=str(tmp_path / "data"),
+        SEMSEARCH_API_PORT="0",
+        SEMSEARCH_INDEXER_METRICS_PORT="0",
+        SEMSEARCH_SNAPSHOT_INTERVAL_MS="100",
+        HF_HUB_OFFLINE="1",
+    )
+    with (tmp_path / "up.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semsearch.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        try:
+            assert process.stdout is not None
+            banner = []
+            deadline = time.monotonic() + 120
+            while not banner or "Ctrl-C stops everything" not in banner[-1]:
+                line = process.stdout.readline()
+                assert line, f"up exited early: {(tmp_path / 'up.log').read_text()[-2000:]}"
+                banner.append(line)
+                assert time.monotonic() < deadline
+            text = "".join(banner)
+            api = re.search(r"API\s+(http://\S+)", text).group(1)  # type: ignore[union-attr]
+            bootstrap = re.search(r"export KAFKA_BOOTSTRAP_SERVERS=(\S+)", text).group(1)  # type: ignore[union-attr]
+            redis_url = re.search(r"export REDIS_URL=(\S+)", text).group(1)  # type: ignore[union-attr]
+            assert redis_url.startswith("unix://") and str(tmp_path / "data") in redis_url
+
+            with Publisher(bootstrap) as publisher:
+                report = publisher.publish_docs(
+                    "docs", [UpsertEvent.build(doc_id=d, title=t, text=x, version=1) for d, t, x in DOCS]
+                )
+            assert report.delivered == 3 and report.failed == 0
+
+            with httpx.Client(base_url=api, timeout=30) as http:
+                hits: list[str] = []
+                while "s2" not in hits[:1]:
+                    assert time.monotonic() < deadline, "documents never became searchable"
+                    response = http.get("/search", params={"q": "INV-2024-00917", "k": 3})
+                    hits = [r["doc_id"] for r in response.json()["results"]] if response.status_code == 200 else []
+                    time.sleep(0.1)
+                ready = http.get("/readyz").json()
+                assert ready["ready"] and ready["redis"]["up"] and ready["origin"] == "pointer"
+                while http.get("/index").json()["documents"] != 3:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                index_id = http.get("/index").json()["index_id"]
+            pointer = Pointer.from_url(redis_url)
+            assert pointer.get() == index_id, "up must name the first index active"
+            pointer.close()
+        finally:
+            process.send_signal(signal.SIGINT)
+            code = process.wait(120)
+    assert code == 0, (tmp_path / "up.log").read_text()[-2000:]
+    assert not ping(redis_url), "the embedded Redis outlived `up`"
+    assert not _port_open(bootstrap), "the embedded broker outlived `up`"
