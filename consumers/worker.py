@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from consumers.dead_letter import DeadLetterQueue
 from consumers.metrics import WorkerMetrics
-from consumers.operators import split_batch
+from consumers.operators import apply_segments, split_batch
 from consumers.source import KafkaSource, Offsets, copy_offsets
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
@@ -42,6 +42,16 @@ class StepReport:
     dead_lettered: int = 0
     apply: ApplyReport | None = None
     snapshot: Manifest | None = None
+
+
+def _merge(total: ApplyReport, part: ApplyReport) -> None:
+    total.upserted += part.upserted
+    total.deleted += part.deleted
+    total.stale += part.stale
+    total.rejected.extend(part.rejected)
+    total.chunks_embedded += part.chunks_embedded
+    total.chunks_cached += part.chunks_cached
+    total.embed_seconds += part.embed_seconds
 
 
 class IndexWorker:
@@ -167,7 +177,9 @@ class IndexWorker:
             self.dead_letters.send(batch.poison)
             report.dead_lettered = len(batch.poison)
             self.metrics.dead_lettered(len(batch.poison))
-            report.apply = self.index.apply(batch.changes) if batch.changes else ApplyReport()
+            report.apply = ApplyReport()
+            for segment in apply_segments(batch.changes):
+                _merge(report.apply, self.index.apply(segment))
             for doc_id, reason in report.apply.rejected:  # validated above; should never happen
                 log.error("index rejected %s after validation: %s", doc_id, reason)
             self.metrics.applied(report.apply)

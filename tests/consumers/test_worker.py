@@ -142,6 +142,10 @@ def test_the_same_changes_in_one_batch_give_the_same_state(
         upsert("d2", 1),
         upsert("d3", 1),
         upsert("d3", 1),
+        upsert("d4", 1),
+        upsert("d4", 2, "d4 v2"),
+        DeleteEvent("d4"),  # tombstone: deletes v2 ...
+        upsert("d4", 2, "d4 v2"),  # ... so a replay of v2 must stay deleted
     ]
     publish(events)
     worker = open_worker()
