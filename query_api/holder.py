@@ -183,14 +183,6 @@ class IndexHolder:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._serving is not None:
-                return True
-            time.sleep(0.02)
-        return self._serving is not None
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:

@@ -234,3 +234,30 @@ def test_unset_pointer_serves_the_configured_models_index(
         assert fallback.current.origin == "default"
     finally:
         fallback.stop()
+
+
+def test_refresh_reuses_loaded_sealed_segments(
+    holder: IndexHolder, pointer: Pointer, build_index: BuildIndex, extra_doc: Document
+) -> None:
+    """Near-real-time reopen reads only what is new: a sealed segment is loaded once."""
+    topics = ("rainfall", "soil acidity", "bird counts", "river flow")
+    notes = [
+        Document(f"n{i}", f"Note {i}", f"Field note {i} records {topics[i % 4]} at site {i * 7}.", 1)
+        for i in range(64)  # seal_chunks=64 in these settings: one sealed IVF segment
+    ]
+    writer, store = build_index("idx-a", docs=notes)
+    assert len(writer.vectors.sealed) == 1
+    pointer.set_if_unset("idx-a")
+    holder.poll_once()
+    served = holder.current
+    assert served is not None
+    sealed = list(served.index.vectors.sealed)
+    assert len(sealed) == 1
+    writer.apply([extra_doc])
+    store.write(writer)
+    holder.poll_once()
+    refreshed = holder.current
+    assert refreshed is not None and refreshed.generation == 2
+    assert refreshed.index.get("d11") is not None
+    assert refreshed.index.vectors.sealed == sealed and refreshed.index.vectors.sealed[0] is sealed[0]
+    assert [h.doc_id for h in refreshed.index.search("antibiotic resistance", k=1)] == ["d11"]
