@@ -45,7 +45,7 @@ Offsets = dict[str, dict[int, int]]
 
 
 def validate_index_id(index_id: str) -> str:
-    if not isinstance(index_id, str) or not INDEX_ID_PATTERN.match(index_id) or ".." in index_id:
+    if not isinstance(index_id, str) or not INDEX_ID_PATTERN.fullmatch(index_id) or ".." in index_id:
         raise IndexNotFoundError(
             f"{index_id!r} is not a valid index id (lowercase letters, digits, '.', '_', '-'; no paths)"
         )

@@ -133,7 +133,7 @@ def test_garbage_collection_keeps_recent_generations(
 
 
 def test_index_ids_cannot_escape_the_data_root(settings: Settings) -> None:
-    for bad in ("../etc", "/abs/path", "a/b", "", "UPPER", ".."):
+    for bad in ("../etc", "/abs/path", "a/b", "", "UPPER", "..", "idx\n"):
         with pytest.raises(IndexNotFoundError):
             index_dir(settings, bad)
     assert index_dir(settings, "all-minilm-l6-v2-abc").parent == settings.indexes_dir.resolve()
