@@ -10,6 +10,7 @@ import logging
 import threading
 
 from consumers.metrics import metrics_port_from_env, serve_metrics
+from consumers.migration_service import start_migrations
 from consumers.worker import IndexWorker
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import load_model
@@ -44,7 +45,16 @@ def run_indexer(settings: Settings, stop_event: threading.Event) -> None:
         if stop_event.is_set():
             return
         worker = IndexWorker.open(model, settings, bootstrap=bootstrap, cache=cache)
-        worker.run(stop_event)
+        # Model migrations (issue 5, consumers/migration_service.py): control events, shadow
+        # builds, and a worker per servable index other than this one. Off without REDIS_URL.
+        migrations = start_migrations(
+            settings, bootstrap=bootstrap, cache=cache, owned_index_id=model.index_id, stop=stop_event
+        )
+        try:
+            worker.run(stop_event)
+        finally:
+            if migrations is not None:
+                migrations.join()
     finally:
         if cache is not None:
             cache.close()

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "indexer.commands",
     "producers.commands",
     "consumers.commands",
+    "consumers.migration_commands",
     "query_api.commands",
     "semsearch.stack",
 )

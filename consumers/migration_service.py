@@ -1,0 +1,341 @@
+"""The migration side of `semsearch index`: control events in, every servable index kept fresh.
+
+Why inside `semsearch index` and not a separate `semsearch migrate` process: one process per
+data directory then writes every index in it (no two writers can race on one index directory),
+and `semsearch up` - which runs the indexer - gets migrations without a third process to start.
+
+What it does, in one thread plus one thread per extra index:
+- consumes `control` (consumer group `semsearch-migrator`): `model-upgrade` → a Migrator run,
+  `rollback` → the pointer's atomic rollback. Requests are handled once: each is recorded in
+  Redis (`<ns>:requests`) before its offset is committed, so a new consumer group replaying
+  the topic from the beginning re-runs nothing. Its own `gate-report`/`flip` events are ignored.
+- keeps fresh every index that may be served: the active one and every rollback target in the
+  pointer's history that is still registered. The configured model's index is the main
+  worker's; every other one gets an IndexWorker of its own here (its model loaded from the
+  source recorded in its manifest). So after a flip the old index keeps consuming `docs`, and a
+  rollback serves fresh data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.migration_status import MIGRATIONS, MigrationStatus
+from consumers.migrator import Migrator, model_for_manifest, resolve_model_source
+from consumers.source import Record
+from consumers.worker import IndexWorker
+from indexer.embedding_cache import EmbeddingCache
+from indexer.errors import IndexNotFoundError, SemsearchError
+from indexer.model import load_model
+from indexer.snapshots import SnapshotStore, index_dir
+from producers.publisher import Publisher
+from semsearch.events import EventError, Flip, ModelUpgrade, Rollback, decode_control_event
+from semsearch.pointer import Pointer, PointerError
+from semsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONTROL_GROUP = "semsearch-migrator"
+RESCAN_S = 10.0
+RESTART_DELAY_S = 5.0
+
+
+def request_key(event: ModelUpgrade | Rollback) -> str:
+    """Identity of a request: its kind, target and the time it was made."""
+    target = event.model if isinstance(event, ModelUpgrade) else (event.to_index or "")
+    return f"{event.TYPE}|{target}|{event.requested_at!r}"
+
+
+@dataclass
+class _Kept:
+    thread: threading.Thread
+    stop: threading.Event
+
+
+class MigrationService:
+    """Runs migrations and the workers of servable non-configured indexes (see module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bootstrap: str,
+        cache: EmbeddingCache | None,
+        owned_index_id: str,
+    ) -> None:
+        if not settings.redis_url:
+            raise SemsearchError("model migrations need the Redis pointer: set REDIS_URL")
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.cache = cache
+        self.owned = owned_index_id
+        self.pointer = Pointer.from_url(settings.redis_url, settings.pointer_key)
+        namespace = settings.pointer_key.rsplit(":", 1)[0]
+        self.requests_key = f"{namespace}:requests"
+        self.status = MigrationStatus(self.pointer, settings.data_dir)
+        self._kept: dict[str, _Kept] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, stop: threading.Event) -> MigrationService:
+        self._stop = stop
+        self._thread = threading.Thread(target=self._main, name="migrations", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout_s: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        for kept in list(self._kept.values()):
+            kept.stop.set()
+            kept.thread.join(timeout_s)
+        self.pointer.close()
+
+    def kept_fresh(self) -> set[str]:
+        """Index ids that have a worker of this service right now."""
+        with self._lock:
+            return {i for i, k in self._kept.items() if k.thread.is_alive()}
+
+    def _main(self) -> None:
+        publisher: Publisher | None = None
+        consumer: Consumer | None = None
+        try:
+            publisher = Publisher(self.bootstrap)
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": CONTROL_GROUP,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+            consumer.subscribe([self.settings.control_topic])
+            migrator = Migrator(
+                self.settings,
+                bootstrap=self.bootstrap,
+                pointer=self.pointer,
+                cache=self.cache,
+                status=self.status,
+                publisher=publisher,
+                stop=self._stop,
+                writers={self.owned},
+            )
+            log.info("migrations: listening on %s", self.settings.control_topic)
+            next_scan = 0.0
+            while not self._stop.is_set():
+                if time.monotonic() >= next_scan:
+                    self._keep_servable_fresh()
+                    next_scan = time.monotonic() + RESCAN_S
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                try:
+                    self._on_message(consumer, message, migrator, publisher)
+                except (redis.RedisError, OSError) as exc:
+                    # Not committed: read it again once Redis answers.
+                    log.error(
+                        "control event at offset %s not handled (%s); retrying",
+                        message.offset(),
+                        exc,
+                    )
+                    record = Record.from_message(message)
+                    consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
+                    self._stop.wait(RESTART_DELAY_S)
+        except Exception:
+            log.exception("the migration service stopped; model upgrades are not handled")
+        finally:
+            if consumer is not None:
+                consumer.close()
+            if publisher is not None:
+                publisher.close()
+
+    # -- control events ---------------------------------------------------------------------
+    def _on_message(
+        self, consumer: Consumer, message: Message, migrator: Migrator, publisher: Publisher
+    ) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("control consumer: %s", error)
+            return
+        try:
+            event = decode_control_event(message.value())
+        except EventError as exc:
+            log.error("ignoring a malformed control event at offset %s: %s", message.offset(), exc)
+            consumer.commit(message=message, asynchronous=False)
+            return
+        if isinstance(event, ModelUpgrade | Rollback):
+            key = request_key(event)
+            if self.pointer.client.hexists(self.requests_key, key):
+                log.info("control: %s was handled before; skipping", key)
+            else:
+                result = self._handle(event, migrator, publisher)
+                if result is None:  # aborted by shutdown: handled again after the restart
+                    return
+                self.pointer.client.hset(self.requests_key, key, json.dumps(result, default=str))
+        consumer.commit(message=message, asynchronous=False)
+
+    def _handle(
+        self, event: ModelUpgrade | Rollback, migrator: Migrator, publisher: Publisher
+    ) -> dict[str, Any] | None:
+        if isinstance(event, Rollback):
+            return self._rollback(event, publisher)
+        target = self._target_id(event)
+        if target is not None:
+            self._release(target)  # a migration rebuilds it; never two writers on one index
+        outcome = migrator.run(event)
+        if outcome.outcome == "aborted":
+            return None
+        MIGRATIONS.labels(outcome.outcome).inc()
+        if outcome.worker is not None:
+            self._keep(outcome.worker.index.index_id, outcome.worker)
+        return outcome.to_json()
+
+    def _target_id(self, event: ModelUpgrade) -> str | None:
+        try:
+            source = resolve_model_source(event.model)
+            return load_model(source, memory_mb=self.settings.embed_memory_mb).index_id
+        except SemsearchError:
+            return None  # the migrator reports it
+
+    def _rollback(self, event: Rollback, publisher: Publisher) -> dict[str, Any]:
+        current = self.pointer.get()
+        try:
+            if event.to_index:
+                if event.to_index not in self.pointer.registered():
+                    raise PointerError(
+                        f"{event.to_index} was never validated; refusing to point at it"
+                    )
+                if not self.pointer.compare_and_set(current, event.to_index):
+                    raise PointerError("the pointer moved meanwhile; retry")
+                now = event.to_index
+            else:
+                now = self.pointer.rollback(current)
+        except (PointerError, redis.RedisError) as exc:
+            log.error("rollback refused: %s", exc)
+            return {"outcome": "refused", "message": str(exc)}
+        log.info("rolled back from %s to %s", current, now)
+        try:
+            publisher.publish_control(
+                self.settings.control_topic, Flip(from_index=current, to_index=now)
+            )
+        except SemsearchError as exc:
+            log.error("could not publish the flip event: %s", exc)
+        self._keep_servable_fresh()
+        return {"outcome": "rolled-back", "from_index": current, "to_index": now}
+
+    # -- keeping servable indexes fresh -----------------------------------------------------
+    def _servable(self) -> list[str]:
+        try:
+            active = self.pointer.get()
+            history = self.pointer.history()
+            registered = self.pointer.registered()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("cannot read the pointer (%s); keeping the current workers", exc)
+            return []
+        ids = ([active] if active else []) + [i for i in history if i in registered]
+        return [i for i in dict.fromkeys(ids) if i != self.owned]
+
+    def _keep_servable_fresh(self) -> None:
+        for index_id in self._servable():
+            if index_id not in self.kept_fresh():
+                self._keep(index_id, None)
+
+    def _keep(self, index_id: str, worker: IndexWorker | None) -> None:
+        with self._lock:
+            if index_id in self._kept and self._kept[index_id].thread.is_alive():
+                if worker is not None:
+                    worker.close(final_snapshot=False)
+                return
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._supervise,
+                args=(index_id, worker, stop),
+                name=f"keep-fresh-{index_id}",
+                daemon=True,
+            )
+            self._kept[index_id] = _Kept(thread, stop)
+            thread.start()
+
+    def _release(self, index_id: str) -> None:
+        with self._lock:
+            kept = self._kept.pop(index_id, None)
+        if kept is not None:
+            kept.stop.set()
+            kept.thread.join()
+
+    def _supervise(self, index_id: str, worker: IndexWorker | None, stop: threading.Event) -> None:
+        """Run one index's worker until stopped; reopen it from its snapshot after a failure."""
+        while not (stop.is_set() or self._stop.is_set()):
+            try:
+                if worker is None:
+                    worker = self._open(index_id)
+                    if worker is None:
+                        return
+                log.info("keeping %s fresh (group %s)", index_id, worker.group_id)
+                worker.run(_Either(stop, self._stop))
+                return
+            except Exception:
+                log.exception("worker of %s failed; reopening in %.0fs", index_id, RESTART_DELAY_S)
+                worker = None
+                stop.wait(RESTART_DELAY_S)
+
+    def _open(self, index_id: str) -> IndexWorker | None:
+        store = SnapshotStore(index_dir(self.settings, index_id))
+        try:
+            manifest = store.read_manifest()
+        except (IndexNotFoundError, SemsearchError) as exc:
+            log.warning("cannot keep %s fresh: %s", index_id, exc)
+            return None
+        model = model_for_manifest(self.settings, manifest)
+        if model.index_id != index_id:
+            log.error(
+                "cannot keep %s fresh: its model (%s) is not available on this host; a rollback "
+                "to it would serve data as of generation %d",
+                index_id,
+                manifest.model.get("source"),
+                manifest.generation,
+            )
+            return None
+        return IndexWorker.open(model, self.settings, bootstrap=self.bootstrap, cache=self.cache)
+
+
+class _Either(threading.Event):
+    """Set when either of two events is (the worker's run() watches one event)."""
+
+    def __init__(self, first: threading.Event, second: threading.Event) -> None:
+        super().__init__()
+        self._events = (first, second)
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
+def start_migrations(
+    settings: Settings,
+    *,
+    bootstrap: str,
+    cache: EmbeddingCache | None,
+    owned_index_id: str,
+    stop: threading.Event,
+) -> MigrationService | None:
+    """The one call `run_indexer` makes; None (and a log line) when REDIS_URL is unset."""
+    if not settings.redis_url:
+        log.info("model migrations are off: set REDIS_URL so the indexer can flip the pointer")
+        return None
+    return MigrationService(
+        settings, bootstrap=bootstrap, cache=cache, owned_index_id=owned_index_id
+    ).start(stop)

@@ -1,0 +1,434 @@
+"""One model migration: shadow index → catch up → gate at equal offsets → compare-and-set flip.
+
+1. **Bootstrap** from the *serving* index (the one the pointer names): its newest snapshot holds
+   every live document, the versions of deleted ones, and the Kafka offsets O it contains. The
+   documents are re-embedded by the new model in batches through `Index.apply` (the shared
+   embedding cache makes a repeated or rolled-back migration nearly free), deletions are
+   carried over so a late, older upsert cannot resurrect a document.
+2. **Catch up**: an IndexWorker of the shadow (its own consumer group, `semsearch-<new id>`)
+   tails `docs` from O until its lag is under one batch. The live index keeps serving and
+   updating the whole time; nothing here touches it.
+3. **Gate at equal offsets**: the shadow worker pauses at S (it is ours, so it simply is not
+   stepped). The migrator's private copy of the live snapshot is brought from O to exactly S by
+   a bounded replay (`consumers.replay`). Both indexes now contain precisely the events before S;
+   `indexer.validation` compares them. The report goes into a shadow snapshot's manifest
+   (`extra.gate`), into `<index dir>/gate-report.json` and onto the `control` topic.
+4. **Flip**: pass → `compare_and_set(live → new)` on the Redis pointer (atomic: of two racing
+   migrators one wins, the other reports "superseded"), a `flip` event, and the shadow worker
+   is handed to the caller to keep the new index fresh. Fail → the pointer is not touched; the
+   reasons are logged, exported and published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consumers.migration_status import (
+    MIGRATION_CHUNKS,
+    MIGRATION_GATE,
+    MIGRATION_LAG,
+    MIGRATION_PROGRESS,
+    MigrationStatus,
+)
+from consumers.replay import replay
+from consumers.worker import IndexWorker
+from indexer.beir import read_qrels, read_queries
+from indexer.documents import Deletion, Document
+from indexer.embedding_cache import EmbeddingCache
+from indexer.errors import SemsearchError
+from indexer.index import Index
+from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
+from indexer.snapshots import Manifest, SnapshotStore, index_dir
+from indexer.validation import DEFAULT_P99_MS, GateReport, validate_shadow
+from producers.publisher import Publisher
+from semsearch.events import Flip, ModelUpgrade
+from semsearch.events import GateReport as GateReportEvent
+from semsearch.pointer import Pointer, validate_index_id
+from semsearch.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_BATCH_DOCS = 128
+CATCH_UP_TIMEOUT_S = 1800.0
+GATE_REPORT_FILE = "gate-report.json"
+_BUNDLED_ALIASES = {BUNDLED_NAME, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "bundled"}
+_STATUS_EVERY_S = 0.5
+
+
+class MigrationError(SemsearchError):
+    """A migration could not be carried out; the serving index is unchanged."""
+
+
+class MigrationAborted(MigrationError):
+    """The process is stopping; the migration will start over when it restarts."""
+
+
+@dataclass
+class MigrationOutcome:
+    """How one model-upgrade request ended."""
+
+    outcome: str  # flipped | rejected | superseded | failed | noop | aborted
+    from_index: str | None
+    to_index: str | None
+    message: str
+    report: GateReport | None = None
+    worker: IndexWorker | None = None  # flipped: keeps the new index fresh (caller runs it)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "from_index": self.from_index,
+            "to_index": self.to_index,
+            "message": self.message,
+            "gate": self.report.to_json() if self.report else None,
+            "stats": self.stats,
+        }
+
+
+def resolve_model_source(name: str) -> str | None:
+    """A model-upgrade's `model`: a directory on this host, or the bundled model's name."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if name in _BUNDLED_ALIASES:
+        return None
+    raise MigrationError(
+        f"model {name!r} is not a directory on the indexer's host nor a known model name; "
+        "publish the absolute path of a sentence-transformers model directory that the "
+        "indexer can read (semsearch upgrade-model --model /path/to/model)"
+    )
+
+
+def model_for_manifest(settings: Settings, manifest: Manifest) -> EmbeddingModel:
+    """The model an index was built with: the configured one if it matches, else the recorded
+    source. Whatever is returned is still verified by SnapshotStore.load."""
+    configured = load_model(settings.model, memory_mb=settings.embed_memory_mb)
+    if configured.info.fingerprint == manifest.model.get("fingerprint"):
+        return configured
+    recorded = manifest.model.get("source")
+    if isinstance(recorded, str) and Path(recorded).is_dir():
+        return load_model(recorded, memory_mb=settings.embed_memory_mb)
+    return configured
+
+
+def gate_p99_ms() -> float:
+    """SEMSEARCH_GATE_P99_MS: the gate's latency bound for one hybrid search (default 1000)."""
+    raw = os.environ.get("SEMSEARCH_GATE_P99_MS", "").strip()
+    if not raw:
+        return DEFAULT_P99_MS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"SEMSEARCH_GATE_P99_MS={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError("SEMSEARCH_GATE_P99_MS must be positive")
+    return value
+
+
+def load_validation_set(
+    settings: Settings,
+) -> tuple[dict[str, str] | None, dict[str, dict[str, int]] | None]:
+    """The held-out set, read at gate time (an unset path leaves the gate to refuse)."""
+    if settings.validation_queries is None or settings.validation_qrels is None:
+        return None, None
+    try:
+        return read_queries(settings.validation_queries), read_qrels(settings.validation_qrels)
+    except SemsearchError as exc:
+        raise MigrationError(
+            f"the held-out set is unreadable ({exc}); fix SEMSEARCH_VALIDATION_QUERIES / "
+            "SEMSEARCH_VALIDATION_QRELS and publish the upgrade again"
+        ) from None
+
+
+class Migrator:
+    """Carries out model-upgrade requests one at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bootstrap: str,
+        pointer: Pointer,
+        cache: EmbeddingCache | None,
+        status: MigrationStatus,
+        publisher: Publisher | None,
+        stop: threading.Event,
+        writers: set[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.pointer = pointer
+        self.cache = cache
+        self.status = status
+        self.publisher = publisher
+        self.stop = stop
+        # Index ids another worker of this process writes to: never built into by a migration.
+        self.writers = writers if writers is not None else set()
+        self._last_status = 0.0
+
+    # -- entry point ------------------------------------------------------------------------
+    def run(self, request: ModelUpgrade) -> MigrationOutcome:
+        started = time.monotonic()
+        self.status.begin(model=request.model, requested_at=request.requested_at)
+        log.info("migration requested: model %s (%s)", request.model, request.reason or "no reason")
+        try:
+            outcome = self._run(request)
+        except MigrationAborted as exc:
+            outcome = MigrationOutcome("aborted", None, None, str(exc))
+        except SemsearchError as exc:
+            outcome = MigrationOutcome("failed", None, None, str(exc))
+        outcome.from_index = outcome.from_index or self.status.current.get("from_index")
+        outcome.to_index = outcome.to_index or self.status.current.get("to_index")
+        outcome.stats.setdefault("seconds", round(time.monotonic() - started, 3))
+        state = "idle" if outcome.outcome == "noop" else outcome.outcome
+        self.status.update(state, outcome=outcome.outcome, message=outcome.message)
+        level = logging.INFO if outcome.outcome in ("flipped", "noop") else logging.ERROR
+        log.log(level, "migration %s: %s", outcome.outcome, outcome.message)
+        return outcome
+
+    def _run(self, request: ModelUpgrade) -> MigrationOutcome:
+        source = resolve_model_source(request.model)
+        new_model = load_model(source, memory_mb=self.settings.embed_memory_mb)
+        new_id = new_model.index_id
+        live_id = self._serving_index_id()
+        self.status.update(from_index=live_id, to_index=new_id, model_info=new_model.info.to_json())
+        if new_id == live_id:
+            return MigrationOutcome(
+                "noop", live_id, new_id, f"{new_model.info.describe()} already serves {live_id}"
+            )
+        if new_id in self.writers:
+            raise MigrationError(
+                f"{new_id} is the index this indexer maintains for SEMSEARCH_MODEL; it is already "
+                "fresh - return to it with `semsearch rollback` (or `--to " + new_id + "`)"
+            )
+        live, origin = self._load_live(live_id)
+        shadow = Index.create(new_model, self.settings, self.cache)
+        stats = self._bootstrap(shadow, live)
+        store = SnapshotStore(index_dir(self.settings, new_id), keep=self.settings.keep_generations)
+        worker = IndexWorker.from_index(
+            shadow,
+            self.settings,
+            bootstrap=self.bootstrap,
+            start_offsets=origin.offsets,
+            store=store,
+        )
+        try:
+            worker.snapshot()  # the bootstrapped shadow, at the offsets it was built from
+            self._catch_up(worker)
+            report = self._gate(worker, live, origin)
+        except BaseException:
+            worker.close(final_snapshot=False)
+            raise
+        stats.update(self._stats_of(report))
+        if not report.passed:
+            worker.close()
+            return MigrationOutcome(
+                "rejected", live_id, new_id, report.summary(), report, stats=stats
+            )
+        info = {"model": new_model.info.source, "gate": "passed", "from": live_id}
+        if not self.pointer.compare_and_set(live_id, new_id, **info):
+            worker.close()
+            current = self.pointer.get()
+            return MigrationOutcome(
+                "superseded",
+                live_id,
+                new_id,
+                f"the gate passed, but the pointer moved from {live_id} to {current} meanwhile "
+                "(another migration or a rollback won); publish the upgrade again to retry",
+                report,
+                stats=stats,
+            )
+        self._publish(Flip(from_index=live_id, to_index=new_id))
+        return MigrationOutcome(
+            "flipped",
+            live_id,
+            new_id,
+            f"{new_id} serves now (was {live_id}); {report.summary()}",
+            report,
+            worker,
+            stats,
+        )
+
+    # -- steps ------------------------------------------------------------------------------
+    def _serving_index_id(self) -> str:
+        value = self.pointer.get()
+        if value is not None:
+            return validate_index_id(value)
+        # Unset pointer: the API serves the configured model's index; name it, so the flip is a
+        # compare-and-set from it and rollback has somewhere to return to.
+        configured = load_model(self.settings.model, memory_mb=self.settings.embed_memory_mb)
+        store = SnapshotStore(index_dir(self.settings, configured.index_id))
+        if store.latest_generation() is None:
+            raise MigrationError(
+                f"nothing is served yet (the pointer {self.pointer.key} is unset and "
+                f"{configured.index_id} has no snapshot); index documents first"
+            )
+        self.pointer.set_if_unset(configured.index_id, origin="migrator")
+        return validate_index_id(self.pointer.get() or configured.index_id)
+
+    def _load_live(self, live_id: str) -> tuple[Index, Manifest]:
+        """A private copy of the serving index's newest snapshot (the live one keeps moving)."""
+        self.status.update("loading")
+        store = SnapshotStore(
+            index_dir(self.settings, live_id), keep=self.settings.keep_generations
+        )
+        model = model_for_manifest(self.settings, store.read_manifest())
+        live, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        log.info(
+            "migration: bootstrapping from %s generation %d (%d documents, offsets %s)",
+            live_id,
+            manifest.generation,
+            manifest.counts.get("documents", 0),
+            manifest.offsets,
+        )
+        return live, manifest
+
+    def _bootstrap(self, shadow: Index, live: Index) -> dict[str, Any]:
+        with live.lock.reading():
+            records = list(live.documents)
+            deleted = live.documents.deleted_versions
+        total = len(records)
+        stats: dict[str, Any] = {"documents": total, "chunks_embedded": 0, "chunks_cached": 0}
+        started = time.monotonic()
+        embed_seconds = 0.0
+        for offset in range(0, total, BOOTSTRAP_BATCH_DOCS):
+            if self.stop.is_set():
+                raise MigrationAborted("stopped while bootstrapping the shadow index")
+            batch = [
+                Document(r.doc_id, r.title, r.text, r.version, dict(r.metadata))
+                for r in records[offset : offset + BOOTSTRAP_BATCH_DOCS]
+            ]
+            applied = shadow.apply(batch)
+            for doc_id, reason in applied.rejected:
+                log.error("migration: the new model's index rejected %s: %s", doc_id, reason)
+            stats["chunks_embedded"] += applied.chunks_embedded
+            stats["chunks_cached"] += applied.chunks_cached
+            embed_seconds += applied.embed_seconds
+            MIGRATION_CHUNKS.inc(applied.chunks_embedded)
+            done = min(total, offset + BOOTSTRAP_BATCH_DOCS)
+            MIGRATION_PROGRESS.set(done / total if total else 1.0)
+            elapsed = time.monotonic() - started
+            chunks = stats["chunks_embedded"] + stats["chunks_cached"]
+            self.status.update(
+                "bootstrapping",
+                progress={
+                    "documents_done": done,
+                    "documents_total": total,
+                    "chunks": chunks,
+                    "chunks_embedded": stats["chunks_embedded"],
+                    "chunks_per_s": round(chunks / elapsed, 2) if elapsed > 0 else None,
+                },
+            )
+        if deleted:
+            shadow.apply([Deletion(doc_id, version) for doc_id, version in deleted.items()])
+        MIGRATION_PROGRESS.set(1.0)
+        elapsed = time.monotonic() - started
+        chunks = stats["chunks_embedded"] + stats["chunks_cached"]
+        stats.update(
+            bootstrap_seconds=round(elapsed, 3),
+            embed_seconds=round(embed_seconds, 3),
+            chunks=chunks,
+            chunks_per_s=round(chunks / elapsed, 2) if elapsed > 0 else None,
+        )
+        log.info(
+            "migration: re-embedded %d documents / %d chunks in %.1fs (%d from the cache)",
+            total,
+            chunks,
+            elapsed,
+            stats["chunks_cached"],
+        )
+        return stats
+
+    def _catch_up(self, worker: IndexWorker) -> None:
+        """Step the shadow worker until its lag is below one batch (the gate needs no more:
+        it compares at whatever offsets the shadow reached)."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        threshold = self.settings.batch_max_events
+        while True:
+            if self.stop.is_set():
+                raise MigrationAborted("stopped while the shadow index was catching up")
+            if time.monotonic() > deadline:
+                raise MigrationError(
+                    f"the shadow index did not catch up with {self.settings.docs_topic} within "
+                    f"{CATCH_UP_TIMEOUT_S:.0f}s; the topic grows faster than the new model embeds"
+                )
+            worker.step()
+            lags = worker.source.lag()
+            lag = sum(lags.values())
+            MIGRATION_LAG.set(lag)
+            if time.monotonic() - self._last_status > _STATUS_EVERY_S:
+                self._last_status = time.monotonic()
+                self.status.update("catching-up", progress={"lag": lag, "offsets": worker.offsets})
+            assigned = worker.source.assigned
+            if assigned and len(lags) == len(assigned) and lag <= threshold:
+                return
+
+    def _gate(self, worker: IndexWorker, live: Index, origin: Manifest) -> GateReport:
+        at = worker.offsets
+        manifest = worker.snapshot() if worker.dirty else worker.store.read_manifest()
+        self.status.update("validating", progress={"lag": 0, "offsets": at})
+        replayed = replay(live, self.bootstrap, origin.offsets, at)
+        log.info(
+            "migration: live copy replayed %d events to the shadow's offsets %s",
+            replayed.events,
+            at,
+        )
+        queries, qrels = load_validation_set(self.settings)
+        report = validate_shadow(
+            worker.index,
+            live,
+            queries=queries,
+            qrels=qrels,
+            tolerance=self.settings.gate_tolerance,
+            shadow_manifest=manifest,
+            shadow_offsets=at,
+            live_offsets=replayed.reached,
+            p99_bound_ms=gate_p99_ms(),
+        )
+        stored = worker.store.write(worker.index, at, extra={"gate": report.to_json()})
+        (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
+        MIGRATION_GATE.labels(report.shadow_index_id).set(1 if report.passed else 0)
+        self.status.update(gate={"passed": report.passed, "reasons": report.reasons})
+        log.log(
+            logging.INFO if report.passed else logging.ERROR,
+            "%s (report in generation %d)",
+            report.summary(),
+            stored.generation,
+        )
+        self._publish(
+            GateReportEvent(
+                index_id=report.shadow_index_id,
+                passed=report.passed,
+                reason="; ".join(report.reasons) or report.summary(),
+                metrics=report.to_json(),
+            )
+        )
+        return report
+
+    def _publish(self, event: GateReportEvent | Flip) -> None:
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.publish_control(self.settings.control_topic, event)
+        except SemsearchError as exc:  # the pointer is the truth; the event is for observers
+            log.error(
+                "could not publish %s on %s: %s", event.TYPE, self.settings.control_topic, exc
+            )
+
+    @staticmethod
+    def _stats_of(report: GateReport) -> dict[str, Any]:
+        quality = report.check("quality").data
+        latency = report.check("latency").data
+        return {
+            "shadow_quality": quality.get("shadow"),
+            "live_quality": quality.get("live"),
+            "gate_p99_ms": latency.get("shadow_p99_ms"),
+        }
