@@ -22,6 +22,7 @@ from consumers.dead_letter import DeadLetterQueue
 from consumers.metrics import WorkerMetrics
 from consumers.operators import apply_segments, split_batch
 from consumers.source import KafkaSource, Offsets, copy_offsets
+from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
@@ -89,6 +90,9 @@ class IndexWorker:
         self._last_snapshot = 0.0  # monotonic; 0 = never, so the first change snapshots at once
         self._closed = False
         self.metrics.counts(index.count())
+        # Drift detection (issue 5, indexer/drift.py): every SEMSEARCH_DRIFT_CHECK_S re-prove that
+        # the model still embeds like the one the index was built with; step() raises if not.
+        self.drift = DriftMonitor.for_index(index, interval_s=settings.drift_check_s)
 
     # -- construction paths -----------------------------------------------------------------
     @classmethod
@@ -171,6 +175,7 @@ class IndexWorker:
         report = StepReport()
         records = self.source.poll_batch(idle_timeout_s)
         if records:
+            self.drift.maybe_check()  # issue 5: never embed into the index with a drifted model
             report.events = len(records)
             batch = split_batch(records, self.index.validate_document)
             # Confirmed in the DLQ before any snapshot can hold offsets past these events.

@@ -23,6 +23,7 @@ from migration_data import DOCS
 from migration_models import incident_variant, make_variant
 from prometheus_client import CollectorRegistry
 
+from consumers.worker import IndexWorker
 from indexer.documents import Document
 from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
@@ -30,8 +31,10 @@ from indexer.errors import ModelMismatchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import MANIFEST, Manifest, SnapshotStore, index_dir
+from producers.publisher import Publisher
 from query_api.app import create_app
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.events import UpsertEvent
 from semsearch.pointer import Pointer
 from semsearch.settings import Settings
 
@@ -182,3 +185,31 @@ def test_drift_under_a_running_process_is_caught_at_the_next_check(tmp_path: Pat
     with pytest.raises(ModelMismatchError, match="embeds differently"):
         monitor.maybe_check()
     assert registry.get_sample_value("semsearch_model_mismatch", labels) == 1.0
+
+
+def test_the_indexer_refuses_to_embed_with_a_drifted_model(
+    tmp_path: Path, stream_settings: Settings, bootstrap: str
+) -> None:
+    running = EmbeddingModel(make_variant(tmp_path / "models", "all-minilm-l6-v2"))
+    settings = stream_settings.with_overrides(drift_check_s=0.0)  # check before every batch
+    index = Index.create(running, settings)
+    worker = IndexWorker.from_index(index, settings, bootstrap=bootstrap, start_offsets={})
+    publisher = Publisher(bootstrap)
+    try:
+        first, second = (UpsertEvent.build(d, t, x, version=1) for d, t, x in DOCS[:2])
+        publisher.publish_docs(settings.docs_topic, [first])
+        deadline = time.monotonic() + 60
+        while index.get(first.doc_id) is None:
+            assert time.monotonic() < deadline, "the healthy worker never indexed the event"
+            worker.step()
+        other = EmbeddingModel(incident_variant(tmp_path / "models"))
+        running._model[0].processor = other._model[0].processor  # the library changed under us
+        publisher.publish_docs(settings.docs_topic, [second])
+        with pytest.raises(ModelMismatchError, match="embeds differently"):
+            while time.monotonic() < deadline:
+                worker.step()
+        assert index.get(second.doc_id) is None  # nothing was embedded in the other space
+        assert worker.drift.mismatched
+    finally:
+        worker.close(final_snapshot=False)
+        publisher.close()
