@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,8 @@ from indexer.snapshots import Manifest
 
 log = logging.getLogger(__name__)
 
-_GAUGES: dict[int, Gauge] = {}
+# Keyed by the registry object itself (weakly): an id() could be reused by a later registry.
+_GAUGES: weakref.WeakKeyDictionary[CollectorRegistry, Gauge] = weakref.WeakKeyDictionary()
 _GAUGES_LOCK = threading.Lock()
 
 
@@ -45,7 +47,7 @@ def mismatch_gauge(registry: CollectorRegistry | None = None) -> Gauge:
     """
     target = registry if registry is not None else REGISTRY
     with _GAUGES_LOCK:
-        gauge = _GAUGES.get(id(target))
+        gauge = _GAUGES.get(target)
         if gauge is None:
             gauge = Gauge(
                 "semsearch_model_mismatch",
@@ -54,7 +56,7 @@ def mismatch_gauge(registry: CollectorRegistry | None = None) -> Gauge:
                 ["index_id"],
                 registry=target,
             )
-            _GAUGES[id(target)] = gauge
+            _GAUGES[target] = gauge
         return gauge
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from indexer.compatibility import ensure_compatible
+from indexer.drift import mismatch_gauge
 from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
@@ -303,6 +304,7 @@ class IndexHolder:
             self._serving = serving
             self._failure, self._bad_generation, self.last_error = None, None, None
             self.metrics.index_loads.labels(kind="flip").inc()
+            mismatch_gauge(self.metrics.registry).labels(serving.index_id).set(0)  # issue 5
             log.info(
                 "serving %s generation %d (%d documents)%s",
                 serving.index_id,
@@ -323,6 +325,8 @@ class IndexHolder:
         self.last_error = f"pointer {value!r} not served ({reason}): {message}"
         self._failure = _Failure(value, generation, reason, message)
         self.metrics.pointer_invalid.labels(reason=reason).inc()
+        if reason == "model_mismatch":  # issue 5: semsearch_model_mismatch{index_id} (indexer/drift.py)
+            mismatch_gauge(self.metrics.registry).labels(value).set(1)
         log.error("refusing to serve %r (%s): %s%s", value, reason, message, keeping)
 
     def load(self, index_id: str, origin: str = "pointer") -> Serving:

@@ -72,7 +72,7 @@ def _point_at(settings: Settings, index_id: str) -> None:
         pointer.close()
 
 
-def _api_refuses(settings: Settings, fingerprints: tuple[str, ...]) -> None:
+def _api_refuses(settings: Settings, index_id: str, fingerprints: tuple[str, ...]) -> None:
     """The API, started against the index, never becomes ready and answers no query."""
     app = create_app(settings)
     holder = app.state.holder
@@ -89,6 +89,8 @@ def _api_refuses(settings: Settings, fingerprints: tuple[str, ...]) -> None:
         assert "model_mismatch" in error
         for fingerprint in fingerprints:
             assert fingerprint[:12] in error
+        metrics = client.get("/metrics").text
+        assert f'semsearch_model_mismatch{{index_id="{index_id}"}} 1.0' in metrics
 
 
 def test_tokenizer_config_changed_in_place_is_refused_everywhere(
@@ -121,7 +123,9 @@ def test_tokenizer_config_changed_in_place_is_refused_everywhere(
     )
     assert "semsearch upgrade-model" in message
 
-    _api_refuses(settings, (built_with.info.fingerprint, restarted.info.fingerprint))
+    _api_refuses(
+        settings, manifest.index_id, (built_with.info.fingerprint, restarted.info.fingerprint)
+    )
 
 
 def test_same_files_different_behaviour_is_caught_by_the_canaries(
@@ -159,7 +163,9 @@ def test_same_files_different_behaviour_is_caught_by_the_canaries(
     assert monitor.mismatched
 
     _point_at(settings, manifest.index_id)
-    _api_refuses(settings, (changed.info.fingerprint,))  # recorded == loaded: forged
+    _api_refuses(
+        settings, manifest.index_id, (changed.info.fingerprint,)
+    )  # recorded == loaded: forged
 
 
 def test_drift_under_a_running_process_is_caught_at_the_next_check(tmp_path: Path) -> None:
