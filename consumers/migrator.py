@@ -185,11 +185,22 @@ class Migrator:
             outcome = MigrationOutcome("aborted", None, None, str(exc))
         except SemsearchError as exc:
             outcome = MigrationOutcome("failed", None, None, str(exc))
+        except Exception as exc:  # a model sentence-transformers loads but semsearch cannot use
+            log.exception("migration to %s failed unexpectedly", request.model)
+            outcome = MigrationOutcome(
+                "failed",
+                None,
+                None,
+                f"{type(exc).__name__}: {exc} - the serving index is unchanged; is {request.model} "
+                "a sentence-transformers text model directory?",
+            )
         outcome.from_index = outcome.from_index or self.status.current.get("from_index")
         outcome.to_index = outcome.to_index or self.status.current.get("to_index")
         outcome.stats.setdefault("seconds", round(time.monotonic() - started, 3))
         state = "idle" if outcome.outcome == "noop" else outcome.outcome
-        self.status.update(state, outcome=outcome.outcome, message=outcome.message)
+        self.status.update(
+            state, outcome=outcome.outcome, message=outcome.message, stats=outcome.stats
+        )
         level = logging.INFO if outcome.outcome in ("flipped", "noop") else logging.ERROR
         log.log(level, "migration %s: %s", outcome.outcome, outcome.message)
         return outcome
@@ -299,6 +310,9 @@ class Migrator:
         stats: dict[str, Any] = {"documents": total, "chunks_embedded": 0, "chunks_cached": 0}
         started = time.monotonic()
         embed_seconds = 0.0
+        self.status.update(
+            "bootstrapping", progress={"documents_done": 0, "documents_total": total}
+        )
         for offset in range(0, total, BOOTSTRAP_BATCH_DOCS):
             if self.stop.is_set():
                 raise MigrationAborted("stopped while bootstrapping the shadow index")
