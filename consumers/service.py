@@ -44,7 +44,9 @@ def run_indexer(settings: Settings, stop_event: threading.Event) -> None:
         serve_metrics(metrics_port_from_env(), settings.api_host)
         if stop_event.is_set():
             return
-        worker = IndexWorker.open(model, settings, bootstrap=bootstrap, cache=cache)
+        # SEMSEARCH_GROUP_ID names this index's group only: every other index (shadow builds,
+        # rollback targets) needs a group of its own, `semsearch-<index id>`.
+        worker = IndexWorker.open(model, settings, bootstrap=bootstrap, cache=cache, group_id=settings.group_id)
         # Model migrations (issue 5, consumers/migration_service.py): control events, shadow
         # builds, and a worker per servable index other than this one. Off without REDIS_URL.
         migrations = start_migrations(

@@ -187,6 +187,14 @@ class KafkaSource:
                 self._pending.append(message)
         return bool(self.assigned)
 
+    def cluster_id(self, timeout_s: float = 10.0) -> str | None:
+        """The Kafka cluster id: offsets are only meaningful within the cluster that assigned them."""
+        try:
+            return self._consumer.list_topics(timeout=timeout_s).cluster_id
+        except KafkaException as exc:
+            log.warning("could not read the Kafka cluster id: %s", exc)
+            return None
+
     # -- consuming --------------------------------------------------------------------------
     def poll_batch(self, idle_timeout_s: float = IDLE_POLL_S) -> list[Record]:
         """Wait up to `idle_timeout_s` for a first event, then gather for the window."""

@@ -31,6 +31,9 @@ from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Manifest `extra` key: the Kafka cluster whose log the manifest's offsets point into.
+CLUSTER_KEY = "kafka_cluster_id"
+
 
 def default_group_id(index_id: str) -> str:
     """One group per index: a shadow index consumes the same topic independently of the live one."""
@@ -69,11 +72,15 @@ class IndexWorker:
         group_id: str | None = None,
         generation: int | None = None,
         metrics: WorkerMetrics | None = None,
+        offsets_cluster_id: str | None = None,
     ) -> None:
         self.index = index
         self.store = store
         self.settings = settings
-        self.group_id = group_id or settings.group_id or default_group_id(index.index_id)
+        # Not settings.group_id: one process may run several workers (live, shadow, rollback
+        # targets) and each index needs its own group; run_indexer passes SEMSEARCH_GROUP_ID
+        # explicitly for the index it owns.
+        self.group_id = group_id or default_group_id(index.index_id)
         self.generation = generation
         self.metrics = metrics or WorkerMetrics(index.index_id)
         self.snapshot_offsets: Offsets = copy_offsets(start_offsets or {})
@@ -85,6 +92,20 @@ class IndexWorker:
             window_ms=settings.batch_window_ms,
             max_events=settings.batch_max_events,
         )
+        self.cluster_id = self.source.cluster_id()
+        if start_offsets and offsets_cluster_id and self.cluster_id and offsets_cluster_id != self.cluster_id:
+            # The log these offsets point into is gone (a new embedded broker, a recreated
+            # cluster). Replaying the new log from the start is harmless: versions dedupe it.
+            log.warning(
+                "index %s: its offsets belong to Kafka cluster %s but %s is %s; consuming %s from "
+                "the beginning",
+                index.index_id,
+                offsets_cluster_id,
+                bootstrap,
+                self.cluster_id,
+                settings.docs_topic,
+            )
+            self.source.positions = {}
         self.dead_letters = DeadLetterQueue(bootstrap, settings.dlq_topic, index.index_id)
         self._unsnapshotted_events = 0
         self._last_snapshot = 0.0  # monotonic; 0 = never, so the first change snapshots at once
@@ -131,6 +152,7 @@ class IndexWorker:
             group_id=group_id,
             generation=manifest.generation,
             metrics=metrics,
+            offsets_cluster_id=manifest.extra.get(CLUSTER_KEY),
         )
 
     @classmethod
@@ -144,9 +166,11 @@ class IndexWorker:
         group_id: str | None = None,
         store: SnapshotStore | None = None,
         metrics: WorkerMetrics | None = None,
+        offsets_cluster_id: str | None = None,
     ) -> IndexWorker:
         """Tail `docs` into an index built elsewhere (a migration's shadow index), from the
-        offsets its contents correspond to (e.g. the source index's manifest offsets)."""
+        offsets its contents correspond to (e.g. the source index's manifest offsets; pass
+        `offsets_cluster_id=manifest.extra.get(CLUSTER_KEY)` with them)."""
         store = store or SnapshotStore(index_dir(settings, index.index_id), keep=settings.keep_generations)
         return cls(
             index,
@@ -157,6 +181,7 @@ class IndexWorker:
             group_id=group_id,
             generation=store.latest_generation(),
             metrics=metrics,
+            offsets_cluster_id=offsets_cluster_id,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -211,7 +236,7 @@ class IndexWorker:
         """Write a generation with the offsets its contents correspond to, then tell Kafka."""
         offsets = self.offsets
         started = time.perf_counter()
-        manifest = self.store.write(self.index, offsets)
+        manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: self.cluster_id})
         seconds = time.perf_counter() - started
         self.snapshot_offsets = offsets
         self.generation = manifest.generation

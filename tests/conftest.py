@@ -57,10 +57,12 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def stream_settings(tmp_path: Path, bootstrap: str, topic_prefix: str) -> Settings:
-    """Settings for one streaming test: its own topics (docs has 3 partitions) and data dir."""
+    """Settings for one streaming test: its own topics (docs has 3 partitions), consumer group
+    and data dir (tests share one broker, and group members of earlier tests must not matter)."""
     settings = Settings(
         data_dir=tmp_path / "data",
         kafka_bootstrap=bootstrap,
+        group_id=f"{topic_prefix}.group",
         docs_topic=f"{topic_prefix}.docs",
         control_topic=f"{topic_prefix}.control",
         dlq_topic=f"{topic_prefix}.dlq",

@@ -9,7 +9,9 @@ bootstrap address differs. Known Tansu differences that the rest of semsearch re
 - transactions are accepted but not honoured, so nothing here uses them;
 - ListOffsets/QueryWatermarkOffsets answer wrong high watermarks; lag is computed from the
   watermarks that fetch responses carry (`get_watermark_offsets(cached=True)`);
-- static group membership (`group.instance.id`) never gets an assignment; do not use it.
+- static group membership (`group.instance.id`) never gets an assignment; do not use it;
+- a fetch beyond the end of a partition returns nothing instead of resetting the offset, so
+  each start gets a new cluster id, by which a resumed index notices a new, empty log.
 
 The broker runs as a child process in its own session (Ctrl-C reaches us first, so an indexer can
 finish its batch and commit before we stop the broker) and, on Linux, dies with the thread that
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +120,7 @@ class EmbeddedBroker:
         self.port = 0
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = f"semsearch-embedded-{uuid.uuid4().hex[:12]}"
 
     @property
     def bootstrap(self) -> str:
@@ -155,6 +159,9 @@ class EmbeddedBroker:
         command = [
             binary,
             "broker",
+            # A fresh id per start: its log is empty, and an index that remembers offsets from a
+            # previous broker must notice that they no longer apply (see consumers.worker).
+            "--cluster-id", self.cluster_id,
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",

@@ -47,7 +47,9 @@ def open_worker(
     opened: list[IndexWorker] = []
 
     def make(settings: Settings | None = None, **kwargs: object) -> IndexWorker:
-        worker = IndexWorker.open(model, settings or stream_settings, bootstrap=bootstrap, cache=cache, **kwargs)  # type: ignore[arg-type]
+        settings = settings or stream_settings
+        kwargs.setdefault("group_id", settings.group_id)  # as run_indexer does: one group per test
+        worker = IndexWorker.open(model, settings, bootstrap=bootstrap, cache=cache, **kwargs)  # type: ignore[arg-type]
         opened.append(worker)
         return worker
 

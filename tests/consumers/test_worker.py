@@ -14,13 +14,15 @@ from prometheus_client import REGISTRY
 from tests_support import chunk_ids_consistent
 
 from consumers.dead_letter import read_dead_letter
-from consumers.worker import IndexWorker, default_group_id
+from consumers.worker import CLUSTER_KEY, IndexWorker
 from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import ModelMismatchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
+from producers.publisher import Publisher
+from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
 from semsearch.events import DeleteEvent, UpsertEvent
 from semsearch.settings import Settings
 
@@ -81,7 +83,10 @@ def test_updates_deletes_out_of_order_and_duplicates_end_in_the_latest_state(
     open_worker: Callable[..., IndexWorker], publish: Publish, model: EmbeddingModel, stream_settings: Settings
 ) -> None:
     worker = open_worker()
-    assert worker.group_id == default_group_id(model.index_id) == f"semsearch-{model.index_id}"
+    assert worker.group_id == stream_settings.group_id
+    # Without an explicit group (shadow builds, rollback targets) each index has its own.
+    other = stream_settings.with_overrides(data_dir=stream_settings.data_dir / "other")
+    assert open_worker(other, group_id=None).group_id == f"semsearch-{model.index_id}"
     first = [upsert(doc_id, 1) for doc_id in TEXTS]
     publish(first)
     drain(worker, len(first))
@@ -348,3 +353,36 @@ def test_a_model_mismatch_refuses_to_resume(
     manifest_path.write_text(text)
     with pytest.raises(ModelMismatchError):
         open_worker()
+
+
+def test_offsets_from_another_kafka_cluster_are_not_trusted(
+    open_worker: Callable[..., IndexWorker],
+    publish: Publish,
+    model: EmbeddingModel,
+    stream_settings: Settings,
+    cache: EmbeddingCache,
+    tmp_path: Path,
+) -> None:
+    """A restarted embedded broker is empty: the index must not wait for offsets it remembers."""
+    first = open_worker()
+    publish([upsert(f"d{i}", 1) for i in range(1, 6)])
+    drain(first, 5)
+    first.close()
+    assert first.store.read_manifest().extra[CLUSTER_KEY] == first.cluster_id
+
+    with EmbeddedBroker(log_path=tmp_path / "second-broker.log") as second_broker:
+        assert second_broker.cluster_id != first.cluster_id
+        ensure_topics(second_broker.bootstrap, {stream_settings.docs_topic: 3, stream_settings.dlq_topic: 1})
+        with Publisher(second_broker.bootstrap) as publisher:
+            publisher.publish_docs(stream_settings.docs_topic, [upsert("d6", 1), upsert("d1", 2, "Vitamin D v2")])
+        worker = IndexWorker.open(model, stream_settings, bootstrap=second_broker.bootstrap, cache=cache)
+        try:
+            assert worker.offsets == {}  # the remembered offsets point into the old log
+            drain(worker, 2)
+            assert {d: v for d, (v, _, _) in state(worker.index).items()} == {
+                "d1": 2, "d2": 1, "d3": 1, "d4": 1, "d5": 1, "d6": 1
+            }
+            manifest = worker.store.read_manifest()
+            assert manifest.extra[CLUSTER_KEY] == second_broker.cluster_id
+        finally:
+            worker.close()
