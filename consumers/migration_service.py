@@ -152,6 +152,12 @@ class MigrationService:
                     record = Record.from_message(message)
                     consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
                     self._stop.wait(RESTART_DELAY_S)
+                except KafkaException:
+                    raise  # a fatal consumer error: nothing more can be read
+                except Exception:
+                    # A bug handling one request must not stop migrations for good: skip it.
+                    log.exception("control event at offset %s skipped", message.offset())
+                    consumer.commit(message=message, asynchronous=False)
         except Exception:
             log.exception("the migration service stopped; model upgrades are not handled")
         finally:
@@ -208,8 +214,8 @@ class MigrationService:
         try:
             source = resolve_model_source(event.model)
             return load_model(source, memory_mb=self.settings.embed_memory_mb).index_id
-        except SemsearchError:
-            return None  # the migrator reports it
+        except Exception:  # unusable or missing model: the migrator reports it
+            return None
 
     def _rollback(self, event: Rollback, publisher: Publisher) -> dict[str, Any]:
         current = self.pointer.get()

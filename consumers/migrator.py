@@ -46,7 +46,7 @@ from indexer.errors import SemsearchError
 from indexer.index import Index
 from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
-from indexer.validation import DEFAULT_P99_MS, GateReport, validate_shadow
+from indexer.validation import DEFAULT_P99_MS, GateReport, unusable_model, validate_shadow
 from producers.publisher import Publisher
 from semsearch.events import Flip, ModelUpgrade
 from semsearch.events import GateReport as GateReportEvent
@@ -207,9 +207,17 @@ class Migrator:
 
     def _run(self, request: ModelUpgrade) -> MigrationOutcome:
         source = resolve_model_source(request.model)
-        new_model = load_model(source, memory_mb=self.settings.embed_memory_mb)
-        new_id = new_model.index_id
         live_id = self._serving_index_id()
+        try:
+            new_model = load_model(source, memory_mb=self.settings.embed_memory_mb)
+            # Building an empty index chunks with the model's tokenizer and embeds the canaries:
+            # the cheapest proof that the model can serve at all.
+            shadow = Index.create(new_model, self.settings, self.cache)
+        except Exception as exc:
+            report = unusable_model(request.model, live_id, exc)
+            self._publish_report(report)
+            return MigrationOutcome("rejected", live_id, None, report.summary(), report)
+        new_id = new_model.index_id
         self.status.update(from_index=live_id, to_index=new_id, model_info=new_model.info.to_json())
         if new_id == live_id:
             return MigrationOutcome(
@@ -221,7 +229,6 @@ class Migrator:
                 "fresh - return to it with `semsearch rollback` (or `--to " + new_id + "`)"
             )
         live, origin = self._load_live(live_id)
-        shadow = Index.create(new_model, self.settings, self.cache)
         stats = self._bootstrap(shadow, live)
         store = SnapshotStore(index_dir(self.settings, new_id), keep=self.settings.keep_generations)
         worker = IndexWorker.from_index(
@@ -409,14 +416,15 @@ class Migrator:
         )
         stored = worker.store.write(worker.index, at, extra={"gate": report.to_json()})
         (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
+        log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
+        self._publish_report(report)
+        return report
+
+    def _publish_report(self, report: GateReport) -> None:
+        """Metric, status, log and a `gate-report` event on control, pass or fail."""
         MIGRATION_GATE.labels(report.shadow_index_id).set(1 if report.passed else 0)
         self.status.update(gate={"passed": report.passed, "reasons": report.reasons})
-        log.log(
-            logging.INFO if report.passed else logging.ERROR,
-            "%s (report in generation %d)",
-            report.summary(),
-            stored.generation,
-        )
+        log.log(logging.INFO if report.passed else logging.ERROR, "%s", report.summary())
         self._publish(
             GateReportEvent(
                 index_id=report.shadow_index_id,
@@ -425,7 +433,6 @@ class Migrator:
                 metrics=report.to_json(),
             )
         )
-        return report
 
     def _publish(self, event: GateReportEvent | Flip) -> None:
         if self.publisher is None:

@@ -21,9 +21,11 @@ Checks, in order (all run, so one report lists every problem):
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -310,6 +312,26 @@ def check_latency(
             data,
         )
     return Check("latency", True, f"{detail}, under {p99_bound_ms:.0f} ms", data)
+
+
+def unusable_model(model: str, live_index_id: str, error: BaseException) -> GateReport:
+    """The verdict on a model directory that loads into sentence-transformers but cannot build
+    a semsearch index at all (e.g. a static model2vec export without an HF tokenizer): it is
+    rejected before any document is embedded, and the report says what broke."""
+    name = re.sub(r"[^a-z0-9]+", "-", Path(model).name.lower()).strip("-") or "model"
+    detail = (
+        f"{model} cannot serve as a semsearch embedding model ({type(error).__name__}: {error}); "
+        "it needs a sentence-transformers text model with a Hugging Face tokenizer and a finite "
+        "max_seq_length"
+    )
+    return GateReport(
+        shadow_index_id=f"{name[:40]}-unusable",
+        live_index_id=live_index_id,
+        passed=False,
+        reasons=[f"model: {detail}"],
+        checks=[Check("model", False, detail)],
+        tolerance=DEFAULT_TOLERANCE,
+    )
 
 
 def validate_shadow(

@@ -101,3 +101,23 @@ def incident_variant(root: Path) -> Path:
         do_lower_case=False,
         card_name="sentence-transformers/all-MiniLM-L6-v2",
     )
+
+
+def static_variant(root: Path, dimension: int = 64) -> Path:
+    """A static-embedding model like model2vec's tokenlearn exports: averaged token vectors,
+    no attention, 64 dimensions (MiniLM's input embeddings, truncated). Clearly worse, and
+    without a Hugging Face tokenizer or a finite max_seq_length: semsearch must refuse it."""
+    target = root / f"minilm-static-{dimension}"
+    if target.is_dir():
+        return target
+    import tokenizers
+    from safetensors.numpy import load_file
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    source = bundled_model_path()
+    weights = load_file(str(source / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    tokenizer = tokenizers.Tokenizer.from_file(str(source / "tokenizer.json"))
+    module = StaticEmbedding(tokenizer, embedding_weights=weights[:, :dimension].copy())
+    SentenceTransformer(modules=[module], device="cpu").save(str(target))
+    return target

@@ -7,7 +7,8 @@ One scenario, in the order an operator lives it:
    zero failed queries, every answer after the flip carries the new index id, and the
    documents changed during the migration are in the new index at their latest version.
 3. `semsearch upgrade-model --wait` to a clearly worse variant (CLS pooling): the gate rejects
-   it with its numbers, the pointer does not move, the report is on `control`.
+   it with its numbers, the pointer does not move, the report is on `control`; a static 64-dim
+   model (model2vec-like) is rejected too, before a single document is embedded.
 4. `semsearch rollback`: the previous index serves again - and it is fresh, because the
    indexer kept consuming into it after the flip.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from migration_data import DOCS, QUERIES, write_beir
-from migration_models import upgrade_variant, worse_variant
+from migration_models import static_variant, upgrade_variant, worse_variant
 
 from consumers.service import run_indexer
 from indexer.model import EmbeddingModel, load_model
@@ -143,6 +144,7 @@ def test_migration_under_load_then_rejection_then_rollback(
     pinned = model.index_id
     upgrade = load_model(upgrade_variant(tmp_path / "models"))
     worse_dir = worse_variant(tmp_path / "models")
+    static_dir = static_variant(tmp_path / "models")
     publisher = Publisher(str(settings.kafka_bootstrap))
     publisher.publish_docs(
         settings.docs_topic, [UpsertEvent.build(d, t, x, version=1) for d, t, x in DOCS]
@@ -210,6 +212,16 @@ def test_migration_under_load_then_rejection_then_rollback(
             migration = client.get("/index").json()["migration"]
             assert migration["state"] == "rejected"
             assert any("quality" in reason for reason in migration["gate"]["reasons"])
+            # ... and so is a static 64-dim model (model2vec-like), before embedding anything.
+            assert (
+                cli(["upgrade-model", "--model", str(static_dir), "--wait", "--timeout", "120"])
+                == 1
+            )
+            assert pointer.get() == upgrade.index_id
+            migration = client.get("/index").json()["migration"]
+            assert migration["state"] == "rejected" and migration["gate"]["reasons"][0].startswith(
+                "model:"
+            )
 
             # -- 4. rollback: the old index serves again, with everything changed since ------
             publisher.publish_docs(
@@ -251,11 +263,12 @@ def test_migration_under_load_then_rejection_then_rollback(
         publisher.close()
     assert not indexer.is_alive()
 
-    events = _control_events(read_topic, settings, expect=6)
+    events = _control_events(read_topic, settings, expect=8)
     reports = [e for e in events if isinstance(e, GateReport)]
     assert [(r.index_id, r.passed) for r in reports] == [
         (upgrade.index_id, True),
         (load_model(worse_dir).index_id, False),
+        ("minilm-static-64-unusable", False),
     ]
     assert "nDCG@10" in reports[1].reason
     flips = [(e.from_index, e.to_index) for e in events if isinstance(e, Flip)]

@@ -24,6 +24,7 @@ from indexer.validation import (
     check_offsets,
     check_quality,
     check_vectors,
+    unusable_model,
     validate_shadow,
 )
 from semsearch.settings import Settings
@@ -177,3 +178,11 @@ def test_different_offsets_and_slow_models_fail(live: Index, shadow: Index) -> N
     slow = check_latency(shadow, live, list(QUERIES.values()), p99_bound_ms=0.001, samples=3)
     assert not slow.passed and "SEMSEARCH_GATE_P99_MS" in slow.detail
     assert slow.data["queries"] == 3 and slow.data["live_p99_ms"] > 0
+
+
+def test_a_model_that_cannot_build_an_index_is_rejected_with_why() -> None:
+    error = OverflowError("cannot convert float infinity to integer")
+    report = unusable_model("/models/minilm-static-64", "all-minilm-l6-v2-60f914301908", error)
+    assert not report.passed and report.shadow_index_id == "minilm-static-64-unusable"
+    assert report.reasons[0].startswith("model:") and "max_seq_length" in report.reasons[0]
+    assert GateReport.from_json(json.loads(json.dumps(report.to_json()))) == report
