@@ -29,7 +29,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.migration_status import MIGRATIONS, MigrationStatus
-from consumers.migrator import Migrator, model_for_manifest, resolve_model_source
+from consumers.migrator import Migrator
+from consumers.shadow import model_for_manifest, resolve_model_source
 from consumers.source import Record
 from consumers.worker import IndexWorker
 from indexer.embedding_cache import EmbeddingCache

@@ -4,7 +4,8 @@ The API shows it in `GET /index` (`migration`): its IndexHolder reads the Redis 
 `<namespace>:migration` (the pointer key's namespace, e.g. `semsearch:migration`) and falls back
 to `<data dir>/status.json` when Redis is unreachable - so both are written, the file
 atomically. Prometheus gets the state as an enum plus progress and outcome counters, for
-dashboards and for alerting on a rejected or stuck migration.
+dashboards and for alerting on a rejected or stuck migration. `MigrationOutcome` is how one
+request ended; it is recorded in Redis with the request so it is handled only once.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from prometheus_client import Counter, Enum, Gauge
 
 from semsearch.pointer import Pointer
+
+if TYPE_CHECKING:  # types only: status must stay importable without the worker stack
+    from consumers.worker import IndexWorker
+    from indexer.validation import GateReport
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,29 @@ MIGRATIONS = Counter(
 def status_key(pointer_key: str) -> str:
     namespace = pointer_key.rsplit(":", 1)[0] if ":" in pointer_key else pointer_key
     return f"{namespace}:migration"
+
+
+@dataclass
+class MigrationOutcome:
+    """How one model-upgrade request ended."""
+
+    outcome: str  # flipped | rejected | superseded | failed | noop | aborted
+    from_index: str | None
+    to_index: str | None
+    message: str
+    report: GateReport | None = None
+    worker: IndexWorker | None = None  # flipped: keeps the new index fresh (caller runs it)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "from_index": self.from_index,
+            "to_index": self.to_index,
+            "message": self.message,
+            "gate": self.report.to_json() if self.report else None,
+            "stats": self.stats,
+        }
 
 
 class MigrationStatus:

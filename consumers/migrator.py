@@ -26,25 +26,29 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from consumers.migration_status import (
-    MIGRATION_CHUNKS,
     MIGRATION_GATE,
     MIGRATION_LAG,
-    MIGRATION_PROGRESS,
+    MigrationOutcome,
     MigrationStatus,
 )
 from consumers.replay import replay
+from consumers.shadow import (
+    MigrationAborted,
+    MigrationError,
+    bootstrap_shadow,
+    model_for_manifest,
+    resolve_model_source,
+)
+from consumers.source import Offsets
 from consumers.worker import IndexWorker
 from indexer.beir import read_qrels, read_queries
-from indexer.documents import Deletion, Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import SemsearchError
 from indexer.index import Index
-from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
+from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from indexer.validation import DEFAULT_P99_MS, GateReport, unusable_model, validate_shadow
 from producers.publisher import Publisher
@@ -55,68 +59,9 @@ from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_BATCH_DOCS = 128
 CATCH_UP_TIMEOUT_S = 1800.0
 GATE_REPORT_FILE = "gate-report.json"
-_BUNDLED_ALIASES = {BUNDLED_NAME, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "bundled"}
 _STATUS_EVERY_S = 0.5
-
-
-class MigrationError(SemsearchError):
-    """A migration could not be carried out; the serving index is unchanged."""
-
-
-class MigrationAborted(MigrationError):
-    """The process is stopping; the migration will start over when it restarts."""
-
-
-@dataclass
-class MigrationOutcome:
-    """How one model-upgrade request ended."""
-
-    outcome: str  # flipped | rejected | superseded | failed | noop | aborted
-    from_index: str | None
-    to_index: str | None
-    message: str
-    report: GateReport | None = None
-    worker: IndexWorker | None = None  # flipped: keeps the new index fresh (caller runs it)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome,
-            "from_index": self.from_index,
-            "to_index": self.to_index,
-            "message": self.message,
-            "gate": self.report.to_json() if self.report else None,
-            "stats": self.stats,
-        }
-
-
-def resolve_model_source(name: str) -> str | None:
-    """A model-upgrade's `model`: a directory on this host, or the bundled model's name."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if name in _BUNDLED_ALIASES:
-        return None
-    raise MigrationError(
-        f"model {name!r} is not a directory on the indexer's host nor a known model name; "
-        "publish the absolute path of a sentence-transformers model directory that the "
-        "indexer can read (semsearch upgrade-model --model /path/to/model)"
-    )
-
-
-def model_for_manifest(settings: Settings, manifest: Manifest) -> EmbeddingModel:
-    """The model an index was built with: the configured one if it matches, else the recorded
-    source. Whatever is returned is still verified by SnapshotStore.load."""
-    configured = load_model(settings.model, memory_mb=settings.embed_memory_mb)
-    if configured.info.fingerprint == manifest.model.get("fingerprint"):
-        return configured
-    recorded = manifest.model.get("source")
-    if isinstance(recorded, str) and Path(recorded).is_dir():
-        return load_model(recorded, memory_mb=settings.embed_memory_mb)
-    return configured
 
 
 def gate_p99_ms() -> float:
@@ -224,12 +169,9 @@ class Migrator:
                 "noop", live_id, new_id, f"{new_model.info.describe()} already serves {live_id}"
             )
         if new_id in self.writers:
-            raise MigrationError(
-                f"{new_id} is the index this indexer maintains for SEMSEARCH_MODEL; it is already "
-                "fresh - return to it with `semsearch rollback` (or `--to " + new_id + "`)"
-            )
+            return self._to_maintained(new_model, live_id)
         live, origin = self._load_live(live_id)
-        stats = self._bootstrap(shadow, live)
+        stats = bootstrap_shadow(shadow, live, status=self.status, stop=self.stop)
         store = SnapshotStore(index_dir(self.settings, new_id), keep=self.settings.keep_generations)
         worker = IndexWorker.from_index(
             shadow,
@@ -245,15 +187,56 @@ class Migrator:
         except BaseException:
             worker.close(final_snapshot=False)
             raise
+        return self._decide(report, live_id, new_model, stats, worker)
+
+    def _to_maintained(self, model: EmbeddingModel, live_id: str) -> MigrationOutcome:
+        """Migrate to an index another worker of this process keeps fresh (the configured
+        model's, e.g. after an upgrade away from it): nothing to build. Private copies of both
+        newest snapshots are replayed to the same offsets and gated like a shadow."""
+        store = SnapshotStore(
+            index_dir(self.settings, model.index_id), keep=self.settings.keep_generations
+        )
+        target, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        live, origin = self._load_live(live_id)
+        at = {
+            topic: {
+                p: max(
+                    manifest.offsets.get(topic, {}).get(p, 0),
+                    origin.offsets.get(topic, {}).get(p, 0),
+                )
+                for p in set(manifest.offsets.get(topic, {})) | set(origin.offsets.get(topic, {}))
+            }
+            for topic in set(manifest.offsets) | set(origin.offsets)
+        }
+        self.status.update("validating", progress={"offsets": at})
+        ours = replay(target, self.bootstrap, manifest.offsets, at)
+        report = self._validate(target, live, origin, manifest, ours.reached or at)
+        # The directory belongs to the other worker: the report goes beside its generations.
+        (store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
+        self._publish_report(report)
+        return self._decide(report, live_id, model, {}, None)
+
+    def _decide(
+        self,
+        report: GateReport,
+        live_id: str,
+        model: EmbeddingModel,
+        stats: dict[str, Any],
+        worker: IndexWorker | None,
+    ) -> MigrationOutcome:
+        """Flip on a passed gate (compare-and-set), otherwise leave the pointer alone."""
+        new_id = model.index_id
         stats.update(self._stats_of(report))
         if not report.passed:
-            worker.close()
+            if worker is not None:
+                worker.close()
             return MigrationOutcome(
                 "rejected", live_id, new_id, report.summary(), report, stats=stats
             )
-        info = {"model": new_model.info.source, "gate": "passed", "from": live_id}
+        info = {"model": model.info.source, "gate": "passed", "from": live_id}
         if not self.pointer.compare_and_set(live_id, new_id, **info):
-            worker.close()
+            if worker is not None:
+                worker.close()
             current = self.pointer.get()
             return MigrationOutcome(
                 "superseded",
@@ -301,72 +284,13 @@ class Migrator:
         model = model_for_manifest(self.settings, store.read_manifest())
         live, manifest = store.load(model, self.settings, self.cache, fallback=True)
         log.info(
-            "migration: bootstrapping from %s generation %d (%d documents, offsets %s)",
+            "migration: private copy of the serving index %s, generation %d (%d documents, offsets %s)",
             live_id,
             manifest.generation,
             manifest.counts.get("documents", 0),
             manifest.offsets,
         )
         return live, manifest
-
-    def _bootstrap(self, shadow: Index, live: Index) -> dict[str, Any]:
-        with live.lock.reading():
-            records = list(live.documents)
-            deleted = live.documents.deleted_versions
-        total = len(records)
-        stats: dict[str, Any] = {"documents": total, "chunks_embedded": 0, "chunks_cached": 0}
-        started = time.monotonic()
-        embed_seconds = 0.0
-        self.status.update(
-            "bootstrapping", progress={"documents_done": 0, "documents_total": total}
-        )
-        for offset in range(0, total, BOOTSTRAP_BATCH_DOCS):
-            if self.stop.is_set():
-                raise MigrationAborted("stopped while bootstrapping the shadow index")
-            batch = [
-                Document(r.doc_id, r.title, r.text, r.version, dict(r.metadata))
-                for r in records[offset : offset + BOOTSTRAP_BATCH_DOCS]
-            ]
-            applied = shadow.apply(batch)
-            for doc_id, reason in applied.rejected:
-                log.error("migration: the new model's index rejected %s: %s", doc_id, reason)
-            stats["chunks_embedded"] += applied.chunks_embedded
-            stats["chunks_cached"] += applied.chunks_cached
-            embed_seconds += applied.embed_seconds
-            MIGRATION_CHUNKS.inc(applied.chunks_embedded)
-            done = min(total, offset + BOOTSTRAP_BATCH_DOCS)
-            MIGRATION_PROGRESS.set(done / total if total else 1.0)
-            elapsed = time.monotonic() - started
-            chunks = stats["chunks_embedded"] + stats["chunks_cached"]
-            self.status.update(
-                "bootstrapping",
-                progress={
-                    "documents_done": done,
-                    "documents_total": total,
-                    "chunks": chunks,
-                    "chunks_embedded": stats["chunks_embedded"],
-                    "chunks_per_s": round(chunks / elapsed, 2) if elapsed > 0 else None,
-                },
-            )
-        if deleted:
-            shadow.apply([Deletion(doc_id, version) for doc_id, version in deleted.items()])
-        MIGRATION_PROGRESS.set(1.0)
-        elapsed = time.monotonic() - started
-        chunks = stats["chunks_embedded"] + stats["chunks_cached"]
-        stats.update(
-            bootstrap_seconds=round(elapsed, 3),
-            embed_seconds=round(embed_seconds, 3),
-            chunks=chunks,
-            chunks_per_s=round(chunks / elapsed, 2) if elapsed > 0 else None,
-        )
-        log.info(
-            "migration: re-embedded %d documents / %d chunks in %.1fs (%d from the cache)",
-            total,
-            chunks,
-            elapsed,
-            stats["chunks_cached"],
-        )
-        return stats
 
     def _catch_up(self, worker: IndexWorker) -> None:
         """Step the shadow worker until its lag is below one batch (the gate needs no more:
@@ -393,18 +317,27 @@ class Migrator:
                 return
 
     def _gate(self, worker: IndexWorker, live: Index, origin: Manifest) -> GateReport:
+        """Gate the paused shadow worker's index against the live copy at the same offsets."""
         at = worker.offsets
         manifest = worker.snapshot() if worker.dirty else worker.store.read_manifest()
         self.status.update("validating", progress={"lag": 0, "offsets": at})
+        report = self._validate(worker.index, live, origin, manifest, at)
+        stored = worker.store.write(worker.index, at, extra={"gate": report.to_json()})
+        (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
+        log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
+        self._publish_report(report)
+        return report
+
+    def _validate(
+        self, shadow: Index, live: Index, origin: Manifest, manifest: Manifest, at: Offsets
+    ) -> GateReport:
+        """Bring the live copy from its snapshot's offsets to `at` (where the shadow stands),
+        then run every check of the gate."""
         replayed = replay(live, self.bootstrap, origin.offsets, at)
-        log.info(
-            "migration: live copy replayed %d events to the shadow's offsets %s",
-            replayed.events,
-            at,
-        )
+        log.info("migration: live copy replayed %d events to offsets %s", replayed.events, at)
         queries, qrels = load_validation_set(self.settings)
-        report = validate_shadow(
-            worker.index,
+        return validate_shadow(
+            shadow,
             live,
             queries=queries,
             qrels=qrels,
@@ -414,11 +347,6 @@ class Migrator:
             live_offsets=replayed.reached,
             p99_bound_ms=gate_p99_ms(),
         )
-        stored = worker.store.write(worker.index, at, extra={"gate": report.to_json()})
-        (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
-        log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
-        self._publish_report(report)
-        return report
 
     def _publish_report(self, report: GateReport) -> None:
         """Metric, status, log and a `gate-report` event on control, pass or fail."""

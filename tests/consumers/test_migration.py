@@ -9,8 +9,10 @@ One scenario, in the order an operator lives it:
 3. `semsearch upgrade-model --wait` to a clearly worse variant (CLS pooling): the gate rejects
    it with its numbers, the pointer does not move, the report is on `control`; a static 64-dim
    model (model2vec-like) is rejected too, before a single document is embedded.
-4. `semsearch rollback`: the previous index serves again - and it is fresh, because the
-   indexer kept consuming into it after the flip.
+4. `semsearch upgrade-model` back to the pinned model: its index is the indexer's own and
+   already fresh, so it is gated as it stands (no rebuild) and the pointer flips back.
+5. `semsearch rollback`: the variant's index serves again - and it is fresh, because the
+   indexer kept a worker consuming into it after the pointer moved away.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class QueryLoad:
 
     def ids_since(self, since: float) -> list[str | None]:
         return [index_id for at, _, index_id in self.answers if at >= since]
+
+    def ids_between(self, start: float, end: float) -> list[str | None]:
+        return [index_id for at, _, index_id in self.answers if start <= at < end]
 
 
 def _wait(what: str, condition: object, timeout_s: float = 240.0) -> None:
@@ -223,26 +228,35 @@ def test_migration_under_load_then_rejection_then_rollback(
                 "model:"
             )
 
-            # -- 4. rollback: the old index serves again, with everything changed since ------
+            # -- 4. upgrade back to the pinned model: its index is the main worker's, already
+            # fresh, so it is gated as it stands (no rebuild) and flipped to -----------------
+            back_called = time.monotonic()
+            assert cli(["upgrade-model", "--model", model.info.source, "--wait"]) == 0
+            assert pointer.get() == pinned
+            _wait("the API to flip back", lambda: _index_id(client) == pinned, 60)
+            back = time.monotonic()
+
+            # -- 5. rollback to the variant's index: a worker kept it fresh meanwhile ---------
             publisher.publish_docs(
                 settings.docs_topic,
-                [UpsertEvent.build(DISTRACTORS[0], "After", "After the flip", 999)],
+                [UpsertEvent.build(DISTRACTORS[0], "After", "After flipping back", 999)],
             )
             latest[DISTRACTORS[0]] = 999
-            rollback_called = time.monotonic()
-            assert cli(["rollback"]) == 0
-            assert pointer.get() == pinned
             _wait(
-                "the API to roll back",
-                lambda: client.get("/index").json()["index_id"] == pinned,
+                "the update in the pinned index",
+                lambda: _served_version(client, DISTRACTORS[0]) == (pinned, 999),
                 60,
             )
+            rollback_called = time.monotonic()
+            assert cli(["rollback"]) == 0
+            assert pointer.get() == upgrade.index_id
+            _wait("the API to roll back", lambda: _index_id(client) == upgrade.index_id, 60)
             rolled_back = time.monotonic()
             for doc_id, wanted in latest.items():
                 _wait(
-                    f"{doc_id} at version {wanted} in the old index",
-                    lambda d=doc_id, w=wanted: _served_version(client, d) == (pinned, w),
-                    60,
+                    f"{doc_id} at version {wanted} after the rollback",
+                    lambda d=doc_id, w=wanted: _served_version(client, d) == (upgrade.index_id, w),
+                    10,
                 )
             time.sleep(0.5)
             load.stop()
@@ -250,10 +264,10 @@ def test_migration_under_load_then_rejection_then_rollback(
             # -- what the client saw --------------------------------------------------------
             assert load.failures() == [], load.failures()[:5]
             assert len(load.answers) > 50
-            after_flip = [i for i in load.ids_since(swapped) if i is not None]
-            before_rollback = [a for a in load.answers if swapped <= a[0] < rollback_called]
-            assert after_flip and all(i == upgrade.index_id for _, _, i in before_rollback)
-            assert all(i == pinned for i in load.ids_since(rolled_back))
+            assert load.ids_since(swapped)
+            assert set(load.ids_between(swapped, back_called)) == {upgrade.index_id}
+            assert set(load.ids_between(back, rollback_called)) == {pinned}
+            assert set(load.ids_since(rolled_back)) == {upgrade.index_id}
     finally:
         if load is not None:
             load.stop()
@@ -263,16 +277,21 @@ def test_migration_under_load_then_rejection_then_rollback(
         publisher.close()
     assert not indexer.is_alive()
 
-    events = _control_events(read_topic, settings, expect=8)
+    events = _control_events(read_topic, settings, expect=11)
     reports = [e for e in events if isinstance(e, GateReport)]
     assert [(r.index_id, r.passed) for r in reports] == [
         (upgrade.index_id, True),
         (load_model(worse_dir).index_id, False),
         ("minilm-static-64-unusable", False),
+        (pinned, True),
     ]
     assert "nDCG@10" in reports[1].reason
     flips = [(e.from_index, e.to_index) for e in events if isinstance(e, Flip)]
-    assert flips == [(pinned, upgrade.index_id), (upgrade.index_id, pinned)]
+    assert flips == [
+        (pinned, upgrade.index_id),
+        (upgrade.index_id, pinned),
+        (pinned, upgrade.index_id),
+    ]
     stored = SnapshotStore(index_dir(settings, upgrade.index_id))
     assert (
         any(
@@ -281,6 +300,10 @@ def test_migration_under_load_then_rejection_then_rollback(
         )
         or (stored.root / "gate-report.json").is_file()
     )
+
+
+def _index_id(client: TestClient) -> str | None:
+    return client.get("/index").json().get("index_id")
 
 
 def _served_version(client: TestClient, doc_id: str) -> tuple[str | None, int | None]:
