@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
+from migration_models import make_variant
 
 from indexer.model import (
     BUNDLED_NAME,
@@ -14,27 +13,6 @@ from indexer.model import (
     bundled_model_path,
     model_fingerprint,
 )
-
-
-def _variant(tmp_path: Path, edit: str, change: dict[str, object]) -> Path:
-    """A copy of the bundled model with one small config file edited (weights symlinked)."""
-    source = bundled_model_path()
-    target = tmp_path / "variant"
-    for path in source.rglob("*"):
-        dest = target / path.relative_to(source)
-        if path.is_dir():
-            dest.mkdir(parents=True, exist_ok=True)
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if path.stat().st_size > 1_000_000:
-            dest.symlink_to(path)
-        else:
-            shutil.copy(path, dest)
-    if change:
-        config = json.loads((target / edit).read_text())
-        config.update(change)
-        (target / edit).write_text(json.dumps(config))
-    return target
 
 
 def test_identity_is_recorded(model: EmbeddingModel) -> None:
@@ -57,13 +35,14 @@ def test_fingerprint_is_stable_and_ignores_the_model_card(tmp_path: Path) -> Non
     first = model_fingerprint(source, 256, True)
     assert first == model_fingerprint(source, 256, True)
     assert first != model_fingerprint(source, 128, True)
-    variant = _variant(tmp_path, "config.json", {})
+    variant = make_variant(tmp_path, "card-only")
+    (variant / "README.md").unlink()
     (variant / "README.md").write_text("a different model card")
     assert model_fingerprint(variant, 256, True) == first
 
 
 def test_changed_tokenizer_config_changes_the_fingerprint(tmp_path: Path) -> None:
-    variant = _variant(tmp_path, "tokenizer_config.json", {"do_lower_case": False})
+    variant = make_variant(tmp_path, "cased", do_lower_case=False)
     assert model_fingerprint(variant, 256, True) != model_fingerprint(
         bundled_model_path(), 256, True
     )
