@@ -31,6 +31,10 @@ from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# At most this share of the indexer's time goes to writing snapshot generations.
+SNAPSHOT_TIME_SHARE = 0.2
+_SPACING_FACTOR = (1 - SNAPSHOT_TIME_SHARE) / SNAPSHOT_TIME_SHARE
+
 # Manifest `extra` key: the Kafka cluster whose log the manifest's offsets point into.
 CLUSTER_KEY = "kafka_cluster_id"
 
@@ -109,6 +113,7 @@ class IndexWorker:
         self.dead_letters = DeadLetterQueue(bootstrap, settings.dlq_topic, index.index_id)
         self._unsnapshotted_events = 0
         self._last_snapshot = 0.0  # monotonic; 0 = never, so the first change snapshots at once
+        self._last_snapshot_seconds = 0.0
         self._closed = False
         self.metrics.counts(index.count())
         # Drift detection (issue 5, indexer/drift.py): every SEMSEARCH_DRIFT_CHECK_S re-prove that
@@ -218,19 +223,24 @@ class IndexWorker:
         report.snapshot = self.maybe_snapshot()
         return report
 
-    def maybe_snapshot(self) -> Manifest | None:
-        """Snapshot when dirty and SEMSEARCH_SNAPSHOT_EVENTS or _INTERVAL_MS has been reached.
+    def snapshot_due(self) -> bool:
+        """Dirty, and SEMSEARCH_SNAPSHOT_EVENTS reached or the snapshot spacing has passed.
 
-        The interval is the minimum time between snapshots, measured from the previous one: an
-        event into an idle pipeline is snapshotted (made visible to readers) right away, and a
-        busy pipeline writes at most one generation per interval.
+        The spacing is measured from the end of the previous snapshot: an event into an idle
+        pipeline is snapshotted (made visible to readers) right away. It is at least
+        SEMSEARCH_SNAPSHOT_INTERVAL_MS and grows with what the last snapshot cost, so that
+        writing generations of a large index never takes more than ~SNAPSHOT_TIME_SHARE of the
+        indexer's time (the cost of a generation grows with the index; embedding does not).
         """
         if not self.dirty:
-            return None
-        elapsed_ms = (time.monotonic() - self._last_snapshot) * 1000
-        if self._unsnapshotted_events < self.settings.snapshot_events and elapsed_ms < self.settings.snapshot_interval_ms:
-            return None
-        return self.snapshot()
+            return False
+        if self._unsnapshotted_events >= self.settings.snapshot_events:
+            return True
+        spacing = max(self.settings.snapshot_interval_ms / 1000, self._last_snapshot_seconds * _SPACING_FACTOR)
+        return time.monotonic() - self._last_snapshot >= spacing
+
+    def maybe_snapshot(self) -> Manifest | None:
+        return self.snapshot() if self.snapshot_due() else None
 
     def snapshot(self) -> Manifest:
         """Write a generation with the offsets its contents correspond to, then tell Kafka."""
@@ -242,6 +252,7 @@ class IndexWorker:
         self.generation = manifest.generation
         self._unsnapshotted_events = 0
         self._last_snapshot = time.monotonic()
+        self._last_snapshot_seconds = seconds
         self.source.commit(offsets)
         self.metrics.snapshot(seconds, sum(int(f["bytes"]) for f in manifest.files.values()), manifest.generation)
         self.metrics.counts(self.index.count())

@@ -386,3 +386,21 @@ def test_offsets_from_another_kafka_cluster_are_not_trusted(
             assert manifest.extra[CLUSTER_KEY] == second_broker.cluster_id
         finally:
             worker.close()
+
+
+def test_snapshot_spacing_grows_with_snapshot_cost(
+    open_worker: Callable[..., IndexWorker], publish: Publish, stream_settings: Settings
+) -> None:
+    """Generations of a big index are expensive; writing them must not crowd out embedding."""
+    worker = open_worker(stream_settings.with_overrides(snapshot_interval_ms=3_600_000, snapshot_events=10_000))
+    publish([upsert("d1", 1)])
+    while consumed(worker) < 1:
+        worker.step()
+    assert worker.dirty and not worker.snapshot_due()
+    worker.settings = worker.settings.with_overrides(snapshot_interval_ms=10)
+    worker._last_snapshot_seconds = 0.5  # as if the last generation took 0.5 s to write
+    worker._last_snapshot = time.monotonic()
+    assert not worker.snapshot_due()  # 4 x 0.5 s must pass, not just the 10 ms interval
+    worker._last_snapshot -= 2.1
+    assert worker.snapshot_due()
+    assert worker.maybe_snapshot() is not None and not worker.dirty
