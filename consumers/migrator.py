@@ -34,7 +34,7 @@ from consumers.migration_status import (
     MigrationOutcome,
     MigrationStatus,
 )
-from consumers.replay import replay
+from consumers.replay import cluster_id, offsets_in, replay
 from consumers.shadow import (
     MigrationAborted,
     MigrationError,
@@ -43,7 +43,7 @@ from consumers.shadow import (
     resolve_model_source,
 )
 from consumers.source import Offsets
-from consumers.worker import IndexWorker
+from consumers.worker import CLUSTER_KEY, IndexWorker
 from indexer.beir import read_qrels, read_queries
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import SemsearchError
@@ -118,6 +118,7 @@ class Migrator:
         # Index ids another worker of this process writes to: never built into by a migration.
         self.writers = writers if writers is not None else set()
         self._last_status = 0.0
+        self.cluster: str | None = None
 
     # -- entry point ------------------------------------------------------------------------
     def run(self, request: ModelUpgrade) -> MigrationOutcome:
@@ -152,6 +153,7 @@ class Migrator:
 
     def _run(self, request: ModelUpgrade) -> MigrationOutcome:
         source = resolve_model_source(request.model)
+        self.cluster = cluster_id(self.bootstrap)  # offsets from another cluster's log are void
         live_id = self._serving_index_id()
         try:
             new_model = load_model(source, memory_mb=self.settings.embed_memory_mb)
@@ -177,7 +179,7 @@ class Migrator:
             shadow,
             self.settings,
             bootstrap=self.bootstrap,
-            start_offsets=origin.offsets,
+            start_offsets=offsets_in(origin, self.cluster),
             store=store,
         )
         try:
@@ -198,19 +200,17 @@ class Migrator:
         )
         target, manifest = store.load(model, self.settings, self.cache, fallback=True)
         live, origin = self._load_live(live_id)
+        ours, theirs = offsets_in(manifest, self.cluster), offsets_in(origin, self.cluster)
         at = {
             topic: {
-                p: max(
-                    manifest.offsets.get(topic, {}).get(p, 0),
-                    origin.offsets.get(topic, {}).get(p, 0),
-                )
-                for p in set(manifest.offsets.get(topic, {})) | set(origin.offsets.get(topic, {}))
+                p: max(ours.get(topic, {}).get(p, 0), theirs.get(topic, {}).get(p, 0))
+                for p in set(ours.get(topic, {})) | set(theirs.get(topic, {}))
             }
-            for topic in set(manifest.offsets) | set(origin.offsets)
+            for topic in set(ours) | set(theirs)
         }
         self.status.update("validating", progress={"offsets": at})
-        ours = replay(target, self.bootstrap, manifest.offsets, at)
-        report = self._validate(target, live, origin, manifest, ours.reached or at)
+        reached = replay(target, self.bootstrap, ours, at).reached
+        report = self._validate(target, live, theirs, manifest, reached or at)
         # The directory belongs to the other worker: the report goes beside its generations.
         (store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
         self._publish_report(report)
@@ -321,19 +321,20 @@ class Migrator:
         at = worker.offsets
         manifest = worker.snapshot() if worker.dirty else worker.store.read_manifest()
         self.status.update("validating", progress={"lag": 0, "offsets": at})
-        report = self._validate(worker.index, live, origin, manifest, at)
-        stored = worker.store.write(worker.index, at, extra={"gate": report.to_json()})
+        report = self._validate(worker.index, live, offsets_in(origin, self.cluster), manifest, at)
+        extra = {"gate": report.to_json(), CLUSTER_KEY: worker.cluster_id}
+        stored = worker.store.write(worker.index, at, extra=extra)
         (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
         log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
         self._publish_report(report)
         return report
 
     def _validate(
-        self, shadow: Index, live: Index, origin: Manifest, manifest: Manifest, at: Offsets
+        self, shadow: Index, live: Index, live_start: Offsets, manifest: Manifest, at: Offsets
     ) -> GateReport:
         """Bring the live copy from its snapshot's offsets to `at` (where the shadow stands),
         then run every check of the gate."""
-        replayed = replay(live, self.bootstrap, origin.offsets, at)
+        replayed = replay(live, self.bootstrap, live_start, at)
         log.info("migration: live copy replayed %d events to offsets %s", replayed.events, at)
         queries, qrels = load_validation_set(self.settings)
         return validate_shadow(

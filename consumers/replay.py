@@ -22,8 +22,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.operators import apply_segments, split_batch
 from consumers.source import Offsets, Record, copy_offsets
+from consumers.worker import CLUSTER_KEY
 from indexer.errors import SemsearchError
 from indexer.index import Index
+from indexer.snapshots import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,31 @@ class ReplayReport:
     deleted: int = 0
     poison: int = 0
     reached: Offsets | None = None
+
+
+def cluster_id(bootstrap: str, timeout_s: float = 10.0) -> str | None:
+    """The Kafka cluster id at `bootstrap` (None if it cannot be read)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "semsearch-cluster-id"})
+    try:
+        return consumer.list_topics(timeout=timeout_s).cluster_id
+    except KafkaException as exc:
+        log.warning("could not read the Kafka cluster id: %s", exc)
+        return None
+    finally:
+        consumer.close()
+
+
+def offsets_in(manifest: Manifest, cluster: str | None) -> Offsets:
+    """A manifest's offsets if they point into `cluster`'s log, else {} (the beginning).
+
+    A restarted embedded broker is a new, empty log: old offsets would skip its events.
+    Reading it from the start instead is harmless, since versions make replays idempotent;
+    the worker (IndexWorker, CLUSTER_KEY) applies the same rule, so both sides stay equal.
+    """
+    recorded = manifest.extra.get(CLUSTER_KEY)
+    if recorded and cluster and recorded != cluster:
+        return {}
+    return copy_offsets(manifest.offsets)
 
 
 def replay(
