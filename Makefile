@@ -11,6 +11,8 @@ $(BIN)/semsearch: pyproject.toml
 	# The CPU build of torch must come first, or sentence-transformers pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# promtool (Debian package `prometheus`) checks the alert rules in the tests.
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "install promtool (package prometheus) for the alert-rule tests"
 	touch $(BIN)/semsearch
 
 install: $(BIN)/semsearch

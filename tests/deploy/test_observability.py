@@ -5,7 +5,7 @@ never fire, and nobody notices until the incident it was written for. So every `
 name (and every fixed label value) that alerts.yml or the dashboard uses must appear in the
 Python sources that register metrics, and the alert expressions themselves are exercised with
 `promtool test rules` (synthetic series for each incident shape) wherever promtool is installed
-(Debian/Ubuntu: `apt-get install prometheus`); without it those tests skip, the rest still run.
+(Debian/Ubuntu: `apt-get install prometheus`, which `make install` attempts); without it they fail.
 """
 
 from __future__ import annotations
@@ -235,9 +235,13 @@ def test_compose_mounts_existing_files_and_wires_the_stack() -> None:
 
 # -- promtool ---------------------------------------------------------------------------------------
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
-)
+# Not a skip: `make install` and .ci/run install promtool, and an unchecked rule file is a bug.
+needs_promtool = pytest.mark.usefixtures("promtool_installed")
+
+
+@pytest.fixture
+def promtool_installed() -> None:
+    assert PROMTOOL is not None, "promtool is missing: apt-get install prometheus (make install tries)"
 
 
 @needs_promtool
