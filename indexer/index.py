@@ -149,16 +149,21 @@ class Index:
         """Apply a batch in order; stale versions and duplicates are ignored, not re-applied."""
         report = ApplyReport()
         final: dict[str, Change] = {}
+        # Newest version seen per document in this batch: a tombstone keeps it, so a replayed
+        # upsert after the tombstone stays stale (as it would if applied one event at a time).
+        seen: dict[str, int] = {}
         for change in changes:
-            pending = final.get(change.doc_id)
             held = self.documents.held_version(change.doc_id)
-            if pending is not None and pending.version is not None:
-                held = pending.version if held is None else max(held, pending.version)
+            if change.doc_id in seen:
+                held = seen[change.doc_id] if held is None else max(held, seen[change.doc_id])
             if isinstance(change, Deletion):
                 if change.version is not None and held is not None and change.version <= held:
                     report.stale += 1
                     continue
-                final[change.doc_id] = change
+                version = change.version if change.version is not None else held
+                final[change.doc_id] = Deletion(change.doc_id, version)
+                if version is not None:
+                    seen[change.doc_id] = version
                 continue
             if held is not None and change.version <= held:
                 report.stale += 1
@@ -169,6 +174,7 @@ class Index:
                 report.rejected.append((change.doc_id, str(exc)))
                 continue
             final[change.doc_id] = change
+            seen[change.doc_id] = change.version
 
         upserts = [c for c in final.values() if isinstance(c, Document)]
         chunked = {doc.doc_id: self.chunker.split(doc.full_text) for doc in upserts}
@@ -191,9 +197,8 @@ class Index:
         wanted = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.cache.get_many(fingerprint, wanted, self.model.dimension) if self.cache else {}
         missing_hashes = [h for h in wanted if h not in found]
-        report.chunks_cached += len(chunks) - sum(
-            1 for c in chunks if c.content_hash in missing_hashes
-        )
+        missing = set(missing_hashes)
+        report.chunks_cached += sum(1 for c in chunks if c.content_hash not in missing)
         if missing_hashes:
             text_of = {c.content_hash: c.text for c in chunks}
             started = time.perf_counter()

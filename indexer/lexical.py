@@ -145,8 +145,10 @@ class LexicalIndex:
             touched.append(ids)
         if not touched:
             return []
-        candidates = np.unique(np.concatenate(touched)) if len(touched) > 1 else touched[0]
-        candidates = candidates[self._alive[candidates]]
+        # Every touched chunk scores > 0 (idf and tf are positive): nonzero after masking the
+        # deleted ones is the candidate set, without sorting the concatenated postings.
+        scores[~self._alive] = 0.0
+        candidates = np.flatnonzero(scores)
         if candidates.size == 0:
             return []
         candidate_scores = scores[candidates]

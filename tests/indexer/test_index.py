@@ -141,3 +141,11 @@ def test_a_five_megabyte_document_is_rejected_not_truncated(
     assert report.upserted == 0 and report.chunks_embedded == 0
     assert "over the 2097152-byte limit" in report.rejected[0][1]
     assert index.get("five") is None
+
+
+def test_a_tombstone_inside_a_batch_keeps_replays_stale(make_index: Callable[..., Index]) -> None:
+    index = make_index([])
+    replayed = Document("a", "A", "second", 2)
+    report = index.apply([Document("a", "A", "first", 1), replayed, Deletion("a", None), replayed])
+    assert index.get("a") is None and report.stale == 1
+    assert index.apply([replayed]).stale == 1  # and in a later batch too
