@@ -112,7 +112,9 @@ class IndexWorker:
             self.source.positions = {}
         self.dead_letters = DeadLetterQueue(bootstrap, settings.dlq_topic, index.index_id)
         self._unsnapshotted_events = 0
-        self._last_snapshot = 0.0  # monotonic; 0 = never, so the first change snapshots at once
+        # Monotonic end of the newest snapshot; None = never, so the first change snapshots at
+        # once (not 0.0: the monotonic clock starts near 0 at boot, and CI machines are young).
+        self._last_snapshot: float | None = None
         self._last_snapshot_seconds = 0.0
         self._closed = False
         self.metrics.counts(index.count())
@@ -235,6 +237,8 @@ class IndexWorker:
         if not self.dirty:
             return False
         if self._unsnapshotted_events >= self.settings.snapshot_events:
+            return True
+        if self._last_snapshot is None:
             return True
         spacing = max(self.settings.snapshot_interval_ms / 1000, self._last_snapshot_seconds * _SPACING_FACTOR)
         return time.monotonic() - self._last_snapshot >= spacing
