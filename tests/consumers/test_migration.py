@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 from migration_data import DOCS, QUERIES, write_beir
 from migration_models import static_variant, upgrade_variant, worse_variant
+from tests_support import pace, wait_until
 
 from consumers.service import run_indexer
 from indexer.model import EmbeddingModel, load_model
@@ -123,12 +124,8 @@ class QueryLoad:
         return [index_id for at, _, index_id in self.answers if start <= at < end]
 
 
-def _wait(what: str, condition: object, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.1)
+def _wait(what: str, condition: Callable[[], object], timeout_s: float = 240.0) -> None:
+    wait_until(condition, timeout_s, what, poll_s=0.1)
 
 
 def _documents_in(settings: Settings, index_id: str) -> int:
@@ -183,7 +180,7 @@ def test_migration_under_load_then_rejection_then_rollback(
                 publisher.publish_docs(settings.docs_topic, [event])
                 if flipped_at is None and pointer.get() == upgrade.index_id:
                     flipped_at = time.monotonic()
-                time.sleep(0.3)
+                pace(0.3)
             publisher.publish_docs(
                 settings.docs_topic,
                 [
@@ -258,7 +255,7 @@ def test_migration_under_load_then_rejection_then_rollback(
                     lambda d=doc_id, w=wanted: _served_version(client, d) == (upgrade.index_id, w),
                     10,
                 )
-            time.sleep(0.5)
+            _wait("queries answered after the rollback", lambda: len(load.ids_since(rolled_back)) >= 3, 60)
             load.stop()
 
             # -- what the client saw --------------------------------------------------------

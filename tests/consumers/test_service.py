@@ -9,11 +9,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 from prometheus_client import REGISTRY
+from tests_support import wait_until
 
 from consumers.service import run_indexer
 from indexer.model import EmbeddingModel
@@ -26,12 +26,7 @@ from semsearch.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
+_wait_for = wait_until
 
 
 def _documents_in_latest(store: SnapshotStore) -> int:

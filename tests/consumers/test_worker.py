@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
-from tests_support import chunk_ids_consistent
+from tests_support import chunk_ids_consistent, wait_until
 
 from consumers.dead_letter import read_dead_letter
 from consumers.worker import CLUSTER_KEY, IndexWorker
@@ -307,9 +307,7 @@ def test_run_stops_on_the_event_with_a_final_snapshot(
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
     publish([upsert("d1", 1), upsert("d2", 1)])
-    deadline = time.monotonic() + 30
-    while consumed(worker) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: consumed(worker) >= 2, 60, "the running worker to consume 2 events")
     stop.set()
     thread.join(30)
     assert not thread.is_alive()

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from migration_data import DOCS
 from migration_models import incident_variant, make_variant
 from prometheus_client import CollectorRegistry
+from tests_support import wait_until
 
 from consumers.worker import IndexWorker
 from indexer.documents import Document
@@ -77,9 +78,7 @@ def _api_refuses(settings: Settings, index_id: str, fingerprints: tuple[str, ...
     app = create_app(settings)
     holder = app.state.holder
     with TestClient(app) as client:
-        deadline = time.monotonic() + 60
-        while holder.last_error is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: holder.last_error is not None, 60, "the API to record its refusal")
         assert holder.current is None
         search = client.get("/search", params={"q": QUERY, "mode": "vector"})
         assert search.status_code == 503, search.text

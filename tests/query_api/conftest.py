@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests_support import wait_until
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -108,10 +108,8 @@ def serve_api() -> Iterator[Callable[[Any], str]]:
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start", poll_s=0.01)
+        assert server.started, "uvicorn exited before it started"
         return api_url(sock)
 
     yield serve

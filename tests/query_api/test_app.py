@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests_support import wait_until
 
 from indexer.documents import Document
 from indexer.errors import InvalidQueryError, SemsearchError
@@ -238,10 +239,7 @@ def test_flip_under_concurrent_queries_fails_no_request(
     pointer.set_if_unset("idx-a")
     url = serve_api(create_app(settings))  # the app owns its holder; lifespan starts it
     with httpx.Client(base_url=url, timeout=30) as probe:
-        deadline = time.monotonic() + 60
-        while probe.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "API never became ready"
-            time.sleep(0.05)
+        wait_until(lambda: probe.get("/readyz").status_code == 200, 60, "the API to become ready")
 
     stop = threading.Event()
     seen: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
@@ -264,13 +262,17 @@ def test_flip_under_concurrent_queries_fails_no_request(
     threads = [threading.Thread(target=hammer, args=(slot,)) for slot in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+    # Every client has been answered by the old index before the flip ...
+    wait_until(lambda: all(len(per) >= 5 for per in seen), 60, "every client to get answers")
     assert pointer.compare_and_set("idx-a", "idx-b")
-    flipped = time.monotonic()
-    while not any(ids and ids[-1][1] == "idx-b" for ids in seen):
-        assert time.monotonic() - flipped < 15, "the API never flipped"
-        time.sleep(0.02)
-    time.sleep(1.0)
+    wait_until(lambda: any(ids and ids[-1][1] == "idx-b" for ids in seen), 30, "the API to flip")
+    # ... and by the new one after it, several times each.
+    after = [len(per) for per in seen]
+    wait_until(
+        lambda: all(len(per) >= n + 5 for per, n in zip(seen, after, strict=True)),
+        60,
+        "every client to get answers after the flip",
+    )
     stop.set()
     for thread in threads:
         thread.join(30)
@@ -333,9 +335,7 @@ def test_semsearch_serve_command(settings: Settings, pointer: Pointer, build_ind
             url = match.group(1) if match else None
         assert url, "serve never printed its URL"
         with httpx.Client(base_url=url, timeout=10) as http:
-            while http.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, "serve never became ready"
-                time.sleep(0.1)
+            wait_until(lambda: http.get("/readyz").status_code == 200, 60, "serve to become ready")
             info = http.get("/index").json()
             assert (info["index_id"], info["documents"], info["generation"]) == ("idx-a", 10, 1)
     finally:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests_support import wait_until
 
 from indexer.documents import Document
 from indexer.snapshots import SnapshotStore
@@ -37,11 +38,8 @@ def holder(settings: Settings) -> Iterator[IndexHolder]:
 
 def wait_for(condition: Callable[[], bool], timeout_s: float) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+    wait_until(condition, timeout_s, "the holder", poll_s=0.01)
+    return time.monotonic() - started
 
 
 def invalid_count(holder: IndexHolder, reason: str) -> float:
@@ -214,7 +212,12 @@ def test_pointer_notification_flips_without_waiting_for_the_poll(
     try:
         slow_poll.poll_once()
         slow_poll.start()
-        time.sleep(0.3)  # let the watcher subscribe and start its 20 s wait
+        # The watcher is subscribed (and so inside its 20 s wait) once Redis counts a subscriber.
+        wait_until(
+            lambda: any(count > 0 for _, count in pointer.client.pubsub_numsub(pointer.channel)),
+            30,
+            "the watcher to subscribe to pointer notifications",
+        )
         assert pointer.compare_and_set("idx-a", "idx-b")
         took = wait_for(lambda: slow_poll.current is not None and slow_poll.current.index_id == "idx-b", 10)
         assert took < 5.0

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from tests_support import wait_until
 
 from producers.publisher import Publisher
 from semsearch.embedded.redis import ping
@@ -69,17 +70,16 @@ def test_up_runs_the_stack_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
             assert report.delivered == 3 and report.failed == 0
 
             with httpx.Client(base_url=api, timeout=30) as http:
-                hits: list[str] = []
-                while "s2" not in hits[:1]:
-                    assert time.monotonic() < deadline, "documents never became searchable"
+
+                def top_hit() -> str | None:
                     response = http.get("/search", params={"q": "INV-2024-00917", "k": 3})
-                    hits = [r["doc_id"] for r in response.json()["results"]] if response.status_code == 200 else []
-                    time.sleep(0.1)
+                    results = response.json()["results"] if response.status_code == 200 else []
+                    return results[0]["doc_id"] if results else None
+
+                wait_until(lambda: top_hit() == "s2", 120, "the documents to become searchable")
                 ready = http.get("/readyz").json()
                 assert ready["ready"] and ready["redis"]["up"] and ready["origin"] == "pointer"
-                while http.get("/index").json()["documents"] != 3:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+                wait_until(lambda: http.get("/index").json()["documents"] == 3, 60, "3 documents in /index")
                 index_id = http.get("/index").json()["index_id"]
             pointer = Pointer.from_url(redis_url)
             assert pointer.get() == index_id, "up must name the first index active"
