@@ -105,9 +105,12 @@ class QueryLoad:
         for query in itertools.cycle(QUERY_TEXTS):
             if self._stop.wait(self.interval_s):
                 return
+            # Stamped when sent: a query sent after a flip was observed must see the new index
+            # (one sent before may be answered by either).
+            sent = time.monotonic()
             response = self.client.get("/search", params={"q": query, "k": 5, "mode": "vector"})
             index_id = response.json().get("index_id") if response.status_code == 200 else None
-            self.answers.append((time.monotonic(), response.status_code, index_id))
+            self.answers.append((sent, response.status_code, index_id))
 
     def stop(self) -> None:
         self._stop.set()
@@ -227,6 +230,8 @@ def test_migration_under_load_then_rejection_then_rollback(
 
             # -- 4. upgrade back to the pinned model: its index is the main worker's, already
             # fresh, so it is gated as it stands (no rebuild) and flipped to -----------------
+            # Each window the assertions below look at must hold answers, however slow the machine.
+            _wait("queries answered by the new index", lambda: len(load.ids_since(swapped)) >= 3, 60)
             back_called = time.monotonic()
             assert cli(["upgrade-model", "--model", model.info.source, "--wait"]) == 0
             assert pointer.get() == pinned
@@ -244,6 +249,7 @@ def test_migration_under_load_then_rejection_then_rollback(
                 lambda: _served_version(client, DISTRACTORS[0]) == (pinned, 999),
                 60,
             )
+            _wait("queries answered by the flipped-back index", lambda: len(load.ids_since(back)) >= 3, 60)
             rollback_called = time.monotonic()
             assert cli(["rollback"]) == 0
             assert pointer.get() == upgrade.index_id
