@@ -53,12 +53,23 @@ SNAPSHOT_SECONDS = Histogram(
 SNAPSHOT_BYTES = Gauge(
     "semsearch_snapshot_bytes", "Bytes of the newest snapshot generation (all its files).", ["index_id"]
 )
+SNAPSHOT_FAILURES = Counter(
+    "semsearch_snapshot_failures",
+    "Snapshot generations that could not be written (disk full, I/O errors); retried with backoff.",
+    ["index_id"],
+)
 SNAPSHOT_GENERATION = Gauge(
     "semsearch_snapshot_generation", "Newest snapshot generation written.", ["index_id"]
 )
 INDEX_DOCUMENTS = Gauge("semsearch_index_documents", "Live documents in the index.", ["index_id"])
 INDEX_CHUNKS = Gauge("semsearch_index_chunks", "Live chunks in the index.", ["index_id"])
 INDEX_SEGMENTS = Gauge("semsearch_index_segments", "Sealed segments in the index.", ["index_id"])
+LOG_RESETS = Counter(
+    "semsearch_log_reset_total",
+    "Times the consumer found that the Kafka log its positions point into started over (reason: "
+    "cluster_changed / beyond_log_end / offset_reset) and replayed it from the start.",
+    ["index_id", "reason"],
+)
 
 
 class WorkerMetrics:
@@ -85,6 +96,9 @@ class WorkerMetrics:
     def dead_lettered(self, count: int) -> None:
         self.events("dead_lettered", count)
 
+    def log_reset(self, reason: str) -> None:
+        LOG_RESETS.labels(self.index_id, reason).inc()
+
     def lag(self, lags: dict[tuple[str, int], int]) -> None:
         for (topic, partition), value in lags.items():
             CONSUMER_LAG.labels(self.index_id, topic, str(partition)).set(value)
@@ -93,6 +107,9 @@ class WorkerMetrics:
         SNAPSHOT_SECONDS.labels(self.index_id).observe(seconds)
         SNAPSHOT_BYTES.labels(self.index_id).set(size)
         SNAPSHOT_GENERATION.labels(self.index_id).set(generation)
+
+    def snapshot_failed(self) -> None:
+        SNAPSHOT_FAILURES.labels(self.index_id).inc()
 
     def counts(self, counts: IndexCounts) -> None:
         INDEX_DOCUMENTS.labels(self.index_id).set(counts.documents)

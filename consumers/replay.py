@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.operators import apply_segments, split_batch
-from consumers.source import Offsets, Record, copy_offsets
+from consumers.source import START_LOOKUP_TIMEOUT_S, Offsets, Record, copy_offsets, read_cluster_id
 from consumers.worker import CLUSTER_KEY
 from indexer.errors import SemsearchError
 from indexer.index import Index
@@ -46,14 +46,11 @@ class ReplayReport:
     reached: Offsets | None = None
 
 
-def cluster_id(bootstrap: str, timeout_s: float = 10.0) -> str | None:
-    """The Kafka cluster id at `bootstrap` (None if it cannot be read)."""
+def cluster_id(bootstrap: str, timeout_s: float = START_LOOKUP_TIMEOUT_S) -> str | None:
+    """The Kafka cluster id at `bootstrap` (None if it cannot be read now: unknown, not absent)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "semsearch-cluster-id"})
     try:
-        return consumer.list_topics(timeout=timeout_s).cluster_id
-    except KafkaException as exc:
-        log.warning("could not read the Kafka cluster id: %s", exc)
-        return None
+        return read_cluster_id(consumer, timeout_s=timeout_s)
     finally:
         consumer.close()
 

@@ -9,6 +9,15 @@ snapshot only so that `kafka-consumer-groups` and lag dashboards see progress.
 Events are gathered for a short window (SEMSEARCH_BATCH_WINDOW_MS) after the first one arrives,
 up to SEMSEARCH_BATCH_MAX_EVENTS, because one embedding call over many chunks is several times
 faster than many calls over few; the window bounds what that costs in freshness.
+
+Positions are only meaningful in the log they were taken from, and that log can start over under
+a running consumer: a new broker at the same address (the embedded Tansu is memory-only), a
+topic deleted and recreated, an unclean leader election. Three signals reveal it, each on Apache
+Kafka and on Tansu alike: another cluster id (`check_cluster`), a position beyond a partition's
+high watermark (`check_log_ends`), a fetcher that moved back on its own (`_fetcher_moved_back`).
+Each logs a warning, is counted (semsearch_log_reset_total) and moves the affected positions back
+to the log start. Replaying a log is harmless (the index ignores versions it already holds);
+skipping one is not.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +49,28 @@ Offsets = dict[str, dict[int, int]]
 # embedding call (and thus one poll interval) unbounded.
 BATCH_MAX_BYTES = 16 * 1024 * 1024
 IDLE_POLL_S = 0.25
+
+# The cluster id costs a metadata round trip, so it is re-read on assignment, after connection
+# errors, and every CLUSTER_CHECK_S; cached watermarks cost nothing and are compared more often.
+CLUSTER_CHECK_S = 5.0
+CLUSTER_RETRY_S = 1.0
+CLUSTER_LOOKUP_TIMEOUT_S = 2.0
+START_LOOKUP_TIMEOUT_S = 10.0
+WATERMARK_CHECK_S = 1.0
+# Client errors after which the broker we talk to may be another one.
+_RECONNECT_ERRORS = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError.UNKNOWN_MEMBER_ID}
+)
+# Fetch errors that mean our position is not in the partition's log (librdkafka resets on its
+# own with auto.offset.reset=earliest; these arrive only where it could not).
+_OUT_OF_RANGE_ERRORS = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
+
+# Reasons of a log reset (label `reason` of semsearch_log_reset_total).
+CLUSTER_CHANGED = "cluster_changed"
+BEYOND_LOG_END = "beyond_log_end"
+OFFSET_RESET = "offset_reset"
+
+ResetHook = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -73,6 +104,30 @@ class Record:
 
 def copy_offsets(offsets: Offsets) -> Offsets:
     return {topic: dict(parts) for topic, parts in offsets.items()}
+
+
+def read_cluster_id(
+    client: Consumer,
+    topic: str | None = None,
+    timeout_s: float = START_LOOKUP_TIMEOUT_S,
+    *,
+    failure_level: int = logging.WARNING,
+) -> str | None:
+    """The id of the Kafka cluster `client` talks to, or None if it cannot be read now.
+
+    Metadata of one topic is enough (every metadata response names the cluster), which keeps
+    the request small on a cluster with many topics. None means "unknown", never "no cluster":
+    callers must keep what they knew and ask again later.
+    """
+    try:
+        return client.list_topics(topic, timeout=timeout_s).cluster_id or None
+    except KafkaException as exc:
+        log.log(failure_level, "could not read the Kafka cluster id: %s", exc)
+        return None
+
+
+def _describe(positions: dict[tuple[str, int], int]) -> str:
+    return ", ".join(f"{topic}[{partition}]@{offset}" for (topic, partition), offset in sorted(positions.items()))
 
 
 @dataclass(frozen=True)
@@ -126,7 +181,11 @@ class KafkaSource:
         max_bytes: int = BATCH_MAX_BYTES,
         tuning: ConsumerTuning | None = None,
         config: dict[str, Any] | None = None,
+        cluster_id: str | None = None,
+        on_reset: ResetHook | None = None,
     ) -> None:
+        """`cluster_id`: the cluster `start_offsets` were taken in (None: not known; then the
+        first cluster that answers is assumed). `on_reset(reason)` is told of every log reset."""
         tuning = tuning or ConsumerTuning.from_env()
         self.topics = list(topics)
         self.group_id = group_id
@@ -136,6 +195,11 @@ class KafkaSource:
         # Next offset to hand out per partition == next offset the in-memory index lacks.
         self.positions: Offsets = copy_offsets(start_offsets or {})
         self.assigned: set[tuple[str, int]] = set()
+        # The cluster whose log `positions` point into; None until one has been seen.
+        self.cluster: str | None = cluster_id if self.positions else None
+        self._on_reset = on_reset
+        self._cluster_check_at = 0.0  # monotonic time of the next cluster-id lookup; 0 = now
+        self._watermark_check_at = 0.0
         self._pending: list[Message] = []
         self._consumer = Consumer(
             {
@@ -152,10 +216,16 @@ class KafkaSource:
                 **(config or {}),
             }
         )
+        # Before any assignment: positions from another cluster's log must never be sought to.
+        self.check_cluster(START_LOOKUP_TIMEOUT_S)
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     # -- group membership -------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A (re)assignment often follows a broker restart: make sure the positions we are about
+        # to seek to belong to this cluster's log (one metadata request per rebalance).
+        self.check_cluster(CLUSTER_LOOKUP_TIMEOUT_S, seek=False)  # the offsets below suffice
+        self._watermark_check_at = 0.0
         for tp in partitions:
             tp.offset = self.positions.get(tp.topic, {}).get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add((tp.topic, tp.partition))
@@ -171,12 +241,14 @@ class KafkaSource:
             self.assigned.discard((tp.topic, tp.partition))
         log.info("group %s revoked %d partition(s)", self.group_id, len(partitions))
 
-    @staticmethod
-    def _on_error(error: KafkaError) -> None:
+    def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             log.error("fatal consumer error: %s", error)
         else:
             log.debug("consumer: %s", error)
+        if error.code() in _RECONNECT_ERRORS:
+            # Served from poll(), so no lookup here: the next poll_batch re-reads the id.
+            self._cluster_check_at = 0.0
 
     def wait_for_assignment(self, timeout_s: float = 30.0) -> bool:
         """Poll (without consuming) until the group has given us partitions; for startup/tests."""
@@ -187,13 +259,136 @@ class KafkaSource:
                 self._pending.append(message)
         return bool(self.assigned)
 
-    def cluster_id(self, timeout_s: float = 10.0) -> str | None:
-        """The Kafka cluster id: offsets are only meaningful within the cluster that assigned them."""
+    # -- log resets --------------------------------------------------------------------------
+    def check_cluster(self, timeout_s: float = CLUSTER_LOOKUP_TIMEOUT_S, *, seek: bool = True) -> None:
+        """Re-read the cluster id; another cluster's log means every position is void.
+
+        A failed lookup changes nothing but the time of the next attempt: the positions still
+        belong to the last cluster known, and only an id that is known and different resets.
+        """
+        # A broker that is down fails every re-check; the client logs the outage itself.
+        quiet = self.cluster is not None and timeout_s < START_LOOKUP_TIMEOUT_S
+        level = logging.DEBUG if quiet else logging.WARNING
+        current = read_cluster_id(self._consumer, self.topics[0], timeout_s, failure_level=level)
+        now = time.monotonic()
+        if current is None:
+            self._cluster_check_at = now + CLUSTER_RETRY_S
+            return
+        self._cluster_check_at = now + CLUSTER_CHECK_S
+        if current == self.cluster:
+            return
+        previous, self.cluster = self.cluster, current
+        old = {(t, p): o for t, parts in self.positions.items() for p, o in parts.items()}
+        if previous is None or not old:
+            if previous is not None:
+                log.info("group %s: now on Kafka cluster %s (was %s)", self.group_id, current, previous)
+            return
+        log.warning(
+            "group %s: Kafka cluster changed from %s to %s, a new log; positions %s point into the "
+            "old one: consuming %s from the beginning (replaying is harmless, skipping is not)",
+            self.group_id,
+            previous,
+            current,
+            _describe(old),
+            ", ".join(self.topics),
+        )
+        self._rewind(set(old) | self.assigned, CLUSTER_CHANGED, seek=seek)
+
+    def check_log_ends(self) -> None:
+        """A position beyond a partition's high watermark: that log started over (or was
+        truncated), and what it holds now lies below where we stand. Uses the watermarks cached
+        from fetch responses (exact on Tansu and Apache Kafka; Tansu's ListOffsets is not), and
+        Tansu answers a fetch past the end with nothing, so without this it would wait forever."""
+        beyond: dict[tuple[str, int], int] = {}
+        for topic, partition in sorted(self.assigned):
+            position = self.positions.get(topic, {}).get(partition)
+            if position is None:
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high is not None and 0 <= high < position:
+                beyond[(topic, partition)] = position
+        if beyond:
+            # A log that started over may be a whole new cluster: that resets every position.
+            self.check_cluster()
+            beyond = {tp: o for tp, o in beyond.items() if self.positions.get(tp[0], {}).get(tp[1]) == o}
+        if beyond:
+            log.warning(
+                "group %s: positions %s lie beyond the end of their partition's log (it started "
+                "over: topic recreated, log truncated?); consuming those partitions from the beginning",
+                self.group_id,
+                _describe(beyond),
+            )
+            self._rewind(set(beyond), BEYOND_LOG_END)
+
+    def _maybe_check(self) -> None:
+        now = time.monotonic()
+        if now >= self._cluster_check_at:
+            self.check_cluster()
+        if now >= self._watermark_check_at:
+            self._watermark_check_at = now + WATERMARK_CHECK_S
+            self.check_log_ends()
+
+    def _rewind(self, partitions: set[tuple[str, int]], reason: str, *, seek: bool = True) -> None:
+        """Forget the positions of `partitions` (the snapshot then records "from the start")
+        and make the consumer fetch them from the beginning of their log."""
+        for topic, partition in partitions:
+            parts = self.positions.get(topic)
+            if parts is not None:
+                parts.pop(partition, None)
+                if not parts:
+                    del self.positions[topic]
+        # Fetched at the old positions: read again from the start, in order.
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in partitions]
+        targets = sorted(partitions & self.assigned) if seek else []
         try:
-            return self._consumer.list_topics(timeout=timeout_s).cluster_id
-        except KafkaException as exc:
-            log.warning("could not read the Kafka cluster id: %s", exc)
-            return None
+            for topic, partition in targets:
+                self._consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
+        except KafkaException as exc:  # not fetching yet (just assigned): assign from the start
+            log.debug("seek to the beginning failed (%s); re-assigning", exc)
+            self._consumer.assign(
+                [
+                    TopicPartition(t, p, self.positions.get(t, {}).get(p, OFFSET_BEGINNING))
+                    for t, p in sorted(self.assigned)
+                ]
+            )
+        if self._on_reset is not None:
+            self._on_reset(reason)
+
+    def _out_of_range(self, message: Message, error: KafkaError) -> None:
+        topic, partition = message.topic(), message.partition()
+        if topic is None or partition is None:
+            log.warning("consumer error: %s", error)
+            return
+        position = self.positions.get(topic, {}).get(partition)
+        log.warning(
+            "group %s: %s is not in the log of %s[%d] (%s); consuming it from the beginning",
+            self.group_id,
+            "position" if position is None else _describe({(topic, partition): position}),
+            topic,
+            partition,
+            error,
+        )
+        self._rewind({(topic, partition)}, OFFSET_RESET)
+
+    def _fetcher_moved_back(self, record: Record) -> None:
+        """A record below our position: the fetcher itself went back to the log start
+        (librdkafka's auto.offset.reset after OFFSET_OUT_OF_RANGE). Our own seeks never go
+        back, so this can only mean the log we were reading is gone."""
+        position = self.positions.get(record.topic, {}).get(record.partition)
+        if position is None or record.offset >= position:
+            return
+        log.warning(
+            "group %s: the consumer moved %s back to offset %d (its log started over, or our "
+            "position left it); following from there",
+            self.group_id,
+            _describe({(record.topic, record.partition): position}),
+            record.offset,
+        )
+        if self._on_reset is not None:
+            self._on_reset(OFFSET_RESET)
 
     # -- consuming --------------------------------------------------------------------------
     def poll_batch(self, idle_timeout_s: float = IDLE_POLL_S) -> list[Record]:
@@ -202,6 +397,7 @@ class KafkaSource:
         size = 0
         deadline: float | None = None
         timeout = idle_timeout_s
+        self._maybe_check()
         while len(batch) < self.max_events and size < self.max_bytes:
             if self._pending:
                 messages, self._pending = self._pending, []
@@ -217,10 +413,13 @@ class KafkaSource:
                 if error is not None:
                     if error.fatal():
                         raise KafkaException(error)
-                    if error.code() != KafkaError._PARTITION_EOF:
+                    if error.code() in _OUT_OF_RANGE_ERRORS:
+                        self._out_of_range(message, error)
+                    elif error.code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer error on %s[%s]: %s", message.topic(), message.partition(), error)
                     continue
                 record = Record.from_message(message)
+                self._fetcher_moved_back(record)
                 batch.append(record)
                 size += len(record.value or b"")
                 self.positions.setdefault(record.topic, {})[record.partition] = record.offset + 1

@@ -95,21 +95,12 @@ class IndexWorker:
             start_offsets,
             window_ms=settings.batch_window_ms,
             max_events=settings.batch_max_events,
+            # The source re-checks, for as long as it runs, that its positions still point into
+            # the log they were taken from (a new broker, a recreated topic) and replays a log
+            # that started over from its beginning: versions make that harmless.
+            cluster_id=offsets_cluster_id,
+            on_reset=self.metrics.log_reset,
         )
-        self.cluster_id = self.source.cluster_id()
-        if start_offsets and offsets_cluster_id and self.cluster_id and offsets_cluster_id != self.cluster_id:
-            # The log these offsets point into is gone (a new embedded broker, a recreated
-            # cluster). Replaying the new log from the start is harmless: versions dedupe it.
-            log.warning(
-                "index %s: its offsets belong to Kafka cluster %s but %s is %s; consuming %s from "
-                "the beginning",
-                index.index_id,
-                offsets_cluster_id,
-                bootstrap,
-                self.cluster_id,
-                settings.docs_topic,
-            )
-            self.source.positions = {}
         self.dead_letters = DeadLetterQueue(bootstrap, settings.dlq_topic, index.index_id)
         self._unsnapshotted_events = 0
         # Monotonic end of the newest snapshot; None = never, so the first change snapshots at
@@ -193,6 +184,11 @@ class IndexWorker:
 
     # -- the loop ---------------------------------------------------------------------------
     @property
+    def cluster_id(self) -> str | None:
+        """The Kafka cluster whose log `offsets` point into (None: none seen yet)."""
+        return self.source.cluster
+
+    @property
     def offsets(self) -> Offsets:
         """Next offset per partition that the in-memory index lacks."""
         return copy_offsets(self.source.positions)
@@ -248,9 +244,11 @@ class IndexWorker:
 
     def snapshot(self) -> Manifest:
         """Write a generation with the offsets its contents correspond to, then tell Kafka."""
-        offsets = self.offsets
+        offsets, cluster = self.offsets, self.cluster_id
         started = time.perf_counter()
-        manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: self.cluster_id})
+        # An unknown cluster is left out, never written as if known: a reader then trusts the
+        # offsets until it can compare (KafkaSource adopts the first cluster it sees).
+        manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: cluster} if cluster else {})
         seconds = time.perf_counter() - started
         self.snapshot_offsets = offsets
         self.generation = manifest.generation
