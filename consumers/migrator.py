@@ -281,8 +281,11 @@ class Migrator:
         store = SnapshotStore(
             index_dir(self.settings, live_id), keep=self.settings.keep_generations
         )
-        model = model_for_manifest(self.settings, store.read_manifest())
-        live, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        # Pinned: the live worker snapshots (and collects generations) while the model loads.
+        pin, newest = store.pin_latest()
+        with pin:
+            model = model_for_manifest(self.settings, newest)
+            live, manifest = store.load(model, self.settings, self.cache, fallback=True)
         log.info(
             "migration: private copy of the serving index %s, generation %d (%d documents, offsets %s)",
             live_id,

@@ -26,7 +26,8 @@ from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
-from indexer.snapshots import Manifest, SnapshotStore, index_dir
+from indexer.snapshots import Manifest, SnapshotStore, SnapshotWriteError, index_dir
+from indexer.writer_lock import WriterLock
 from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 # At most this share of the indexer's time goes to writing snapshot generations.
 SNAPSHOT_TIME_SHARE = 0.2
 _SPACING_FACTOR = (1 - SNAPSHOT_TIME_SHARE) / SNAPSHOT_TIME_SHARE
+
+# A failed snapshot is retried after 1, 2, 4 ... at most 60 seconds.
+SNAPSHOT_RETRY_MIN_S = 1.0
+SNAPSHOT_RETRY_MAX_S = 60.0
 
 # Manifest `extra` key: the Kafka cluster whose log the manifest's offsets point into.
 CLUSTER_KEY = "kafka_cluster_id"
@@ -125,33 +130,50 @@ class IndexWorker:
         group_id: str | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> IndexWorker:
-        """Resume the model's index from its newest loadable generation, or start a new one."""
+        """Resume the model's index from its newest loadable generation, or start a new one.
+
+        Takes the index's WriterLock first (indexer/writer_lock.py): a second writer of the same
+        index refuses here with IndexLockedError naming the holder. Loading may repair corrupt
+        sealed segments from the embedding cache (and publish that as a generation).
+        """
         store = SnapshotStore(index_dir(settings, model.index_id), keep=settings.keep_generations)
-        if store.latest_generation() is None:
-            index = Index.create(model, settings, cache)
-            worker = cls(index, store, settings, bootstrap=bootstrap, group_id=group_id, metrics=metrics)
-            worker.snapshot()  # an empty generation 1, so readers find the index at once
-            log.info("index %s: new, consuming %s from the beginning", index.index_id, settings.docs_topic)
-            return worker
-        index, manifest = store.load(model, settings, cache, fallback=True)
-        log.info(
-            "index %s: resumed generation %d (%d documents) at offsets %s",
-            index.index_id,
-            manifest.generation,
-            manifest.counts.get("documents", 0),
-            manifest.offsets or "{} (beginning)",
-        )
-        return cls(
-            index,
-            store,
-            settings,
-            bootstrap=bootstrap,
-            start_offsets=manifest.offsets,
-            group_id=group_id,
-            generation=manifest.generation,
-            metrics=metrics,
-            offsets_cluster_id=manifest.extra.get(CLUSTER_KEY),
-        )
+        lock = WriterLock.acquire(store.root, f"the indexer of {model.index_id}")
+        try:
+            if store.latest_generation() is None:
+                index = Index.create(model, settings, cache)
+                worker = cls(index, store, settings, bootstrap=bootstrap, group_id=group_id, metrics=metrics)
+                worker._writer_lock = lock
+                try:
+                    worker.snapshot()  # an empty generation 1, so readers find the index at once
+                except BaseException:
+                    worker.close(final_snapshot=False)
+                    raise
+                log.info("index %s: new, consuming %s from the beginning", index.index_id, settings.docs_topic)
+                return worker
+            index, manifest = store.load(model, settings, cache, fallback=True, repair=True)
+            log.info(
+                "index %s: resumed generation %d (%d documents) at offsets %s",
+                index.index_id,
+                manifest.generation,
+                manifest.counts.get("documents", 0),
+                manifest.offsets or "{} (beginning)",
+            )
+            worker = cls(
+                index,
+                store,
+                settings,
+                bootstrap=bootstrap,
+                start_offsets=manifest.offsets,
+                group_id=group_id,
+                generation=manifest.generation,
+                metrics=metrics,
+                offsets_cluster_id=manifest.extra.get(CLUSTER_KEY),
+            )
+        except BaseException:
+            lock.release()
+            raise
+        worker._writer_lock = lock
+        return worker
 
     @classmethod
     def from_index(
@@ -168,19 +190,27 @@ class IndexWorker:
     ) -> IndexWorker:
         """Tail `docs` into an index built elsewhere (a migration's shadow index), from the
         offsets its contents correspond to (e.g. the source index's manifest offsets; pass
-        `offsets_cluster_id=manifest.extra.get(CLUSTER_KEY)` with them)."""
+        `offsets_cluster_id=manifest.extra.get(CLUSTER_KEY)` with them). Takes the index's
+        WriterLock like open()."""
         store = store or SnapshotStore(index_dir(settings, index.index_id), keep=settings.keep_generations)
-        return cls(
-            index,
-            store,
-            settings,
-            bootstrap=bootstrap,
-            start_offsets=start_offsets,
-            group_id=group_id,
-            generation=store.latest_generation(),
-            metrics=metrics,
-            offsets_cluster_id=offsets_cluster_id,
-        )
+        lock = WriterLock.acquire(store.root, f"the indexer of {index.index_id}")
+        try:
+            worker = cls(
+                index,
+                store,
+                settings,
+                bootstrap=bootstrap,
+                start_offsets=start_offsets,
+                group_id=group_id,
+                generation=store.latest_generation(),
+                metrics=metrics,
+                offsets_cluster_id=offsets_cluster_id,
+            )
+        except BaseException:
+            lock.release()
+            raise
+        worker._writer_lock = lock
+        return worker
 
     # -- the loop ---------------------------------------------------------------------------
     @property
@@ -239,16 +269,54 @@ class IndexWorker:
         spacing = max(self.settings.snapshot_interval_ms / 1000, self._last_snapshot_seconds * _SPACING_FACTOR)
         return time.monotonic() - self._last_snapshot >= spacing
 
+    # Set by open()/from_index(); released by close(). Class defaults keep __init__ untouched.
+    _writer_lock: WriterLock | None = None
+    # A failed snapshot (disk full, I/O error) is retried: count and monotonic time of the next try.
+    _snapshot_failures = 0
+    _snapshot_retry_at = 0.0
+
     def maybe_snapshot(self) -> Manifest | None:
-        return self.snapshot() if self.snapshot_due() else None
+        if time.monotonic() < self._snapshot_retry_at or not self.snapshot_due():
+            return None
+        try:
+            return self.snapshot()
+        except SnapshotWriteError:
+            return None  # logged and counted by snapshot(); retried after the backoff
 
     def snapshot(self) -> Manifest:
-        """Write a generation with the offsets its contents correspond to, then tell Kafka."""
+        """Write a generation with the offsets its contents correspond to, then tell Kafka.
+
+        A failed write (SnapshotWriteError: nothing was published) changes nothing here: the
+        in-memory index and `snapshot_offsets` stay, readers keep the previous generation, and
+        maybe_snapshot() retries with exponential backoff (SNAPSHOT_RETRY_MIN_S..MAX_S) instead of
+        the indexer dying - a full disk is usually fixed by an operator within minutes.
+        """
         offsets, cluster = self.offsets, self.cluster_id
         started = time.perf_counter()
         # An unknown cluster is left out, never written as if known: a reader then trusts the
         # offsets until it can compare (KafkaSource adopts the first cluster it sees).
-        manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: cluster} if cluster else {})
+        try:
+            manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: cluster} if cluster else {})
+        except SnapshotWriteError as exc:
+            self._snapshot_failures += 1
+            backoff = min(SNAPSHOT_RETRY_MAX_S, SNAPSHOT_RETRY_MIN_S * 2 ** (self._snapshot_failures - 1))
+            self._snapshot_retry_at = time.monotonic() + backoff
+            self.metrics.snapshot_failed()
+            log.error(
+                "index %s: snapshot failed (%d in a row): %s; still consuming, next attempt in %.0fs",
+                self.index.index_id,
+                self._snapshot_failures,
+                exc,
+                backoff,
+            )
+            raise
+        if self._snapshot_failures:
+            log.info(
+                "index %s: snapshot written again after %d failed attempt(s)",
+                self.index.index_id,
+                self._snapshot_failures,
+            )
+            self._snapshot_failures, self._snapshot_retry_at = 0, 0.0
         seconds = time.perf_counter() - started
         self.snapshot_offsets = offsets
         self.generation = manifest.generation
@@ -290,5 +358,9 @@ class IndexWorker:
                 manifest = self.snapshot()
                 log.info("index %s: final snapshot generation %d", self.index.index_id, manifest.generation)
         finally:
-            self.source.close()
-            self.dead_letters.close()
+            try:
+                self.source.close()
+                self.dead_letters.close()
+            finally:
+                if self._writer_lock is not None:
+                    self._writer_lock.release()

@@ -16,6 +16,7 @@ from indexer.errors import SemsearchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import Manifest, SnapshotStore
+from indexer.writer_lock import DEFAULT_HINT, WriterLock
 from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,26 @@ def build_index(
     cache: EmbeddingCache | None,
     *,
     show_progress: bool = True,
+    lock_hint: str = DEFAULT_HINT,
 ) -> BuildReport:
-    """Index every readable document of `corpus` and write one snapshot generation to `root`."""
+    """Index every readable document of `corpus` and write one snapshot generation to `root`.
+
+    A build is a writer like `semsearch index`: it holds `root`'s WriterLock throughout, taken
+    before any embedding, so a build into an index that an indexer writes refuses at once
+    (IndexLockedError, with `lock_hint` saying what to do) instead of tearing it.
+    """
+    with WriterLock.acquire(root, "semsearch build", hint=lock_hint):
+        return _build(corpus, root, model, settings, cache, show_progress)
+
+
+def _build(
+    corpus: Path,
+    root: Path,
+    model: EmbeddingModel,
+    settings: Settings,
+    cache: EmbeddingCache | None,
+    show_progress: bool,
+) -> BuildReport:
     report = BuildReport()
     index = Index.create(model, settings, cache)
     total = corpus.stat().st_size if corpus.is_file() else None

@@ -62,7 +62,13 @@ def run_build(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     model, cache = _model_and_cache(settings)
     root = args.index_dir or index_dir(settings, model.index_id)
-    report = build_index(args.corpus, root, model, settings, cache, show_progress=True)
+    hint = (
+        "this is the live index; stop its indexer first, or build elsewhere with "
+        "`semsearch build --index-dir DIR`"
+        if args.index_dir is None
+        else "stop that process, or build into another --index-dir"
+    )
+    report = build_index(args.corpus, root, model, settings, cache, show_progress=True, lock_hint=hint)
     assert report.manifest is not None
     print(
         f"built {report.manifest.index_id} generation {report.manifest.generation} in {root}: "

@@ -5,10 +5,21 @@ last) lists a checksum for every file it needs. A crash at any point therefore l
 previous generation intact, and the offsets in a manifest are exactly those whose events the
 generation contains (bytewax-style recovery: resume from the snapshot, not from Kafka commits).
 Sealed segments live in `segments/`, are written once and referenced by later generations.
+
+What can go wrong on disk, and what happens then:
+- a write fails (disk full, I/O error): the temporary directory is removed and a SnapshotWriteError
+  says what to do; readers keep the previous generation, the writer keeps its state and retries.
+- a manifest or generation file is corrupt: loading with `fallback` serves the newest generation
+  that verifies, logging (and reporting through `on_skip`) each one skipped.
+- a sealed segment (shared by many generations, so falling back does not help) fails its checksum:
+  the writer (`load(repair=True)`, only under the index's WriterLock) rebuilds its vectors from the
+  document table and the embedding cache and publishes a new generation; readers never write.
+- GC runs while a reader loads: readers pin the generation (indexer/pins.py), GC skips it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -17,6 +28,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +43,7 @@ from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
+from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
 from semsearch.settings import Settings
 
@@ -42,6 +55,30 @@ INDEX_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _GEN = re.compile(r"^gen-(\d{6,})$")
 
 Offsets = dict[str, dict[int, int]]
+# Called with (generation, reason) for each generation a fallback load skipped.
+OnSkip = Callable[[int, str], object]
+_STALE_TMP_S = 60
+
+
+class SnapshotWriteError(SnapshotError, OSError):
+    """Writing a generation failed (nothing was published). Also an OSError, so callers that
+    treat I/O failures as retryable keep doing so; `errno` is the underlying one."""
+
+
+class _Vanished(IndexNotFoundError):
+    """The generation was garbage-collected before it could be pinned."""
+
+
+@dataclass
+class RepairReport:
+    """What rebuilding corrupt sealed segments cost (chunks_embedded is 0 with a warm cache)."""
+
+    generation: int
+    corrupt: list[str]
+    chunks: int = 0
+    chunks_cached: int = 0
+    chunks_embedded: int = 0
+    published: int | None = None
 
 
 def validate_index_id(index_id: str) -> str:
@@ -110,6 +147,13 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except OSError:
+        return False
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -119,12 +163,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 class SnapshotStore:
-    """Writes, verifies, loads and garbage-collects the generations of one index directory."""
+    """Writes, verifies, loads and garbage-collects the generations of one index directory.
+
+    Writing assumes the caller holds the directory's WriterLock (indexer/writer_lock.py); reading
+    never needs it.
+    """
 
     def __init__(self, root: Path, keep: int = 3) -> None:
         self.root = Path(root)
         self.keep = max(2, keep)
         self.segments_dir = self.root / "segments"
+        self.pins = GenerationPins(self.root)
+        self.last_repair: RepairReport | None = None
 
     # -- listing --------------------------------------------------------------------------
     def generations(self) -> list[int]:
@@ -144,13 +194,23 @@ class SnapshotStore:
     def _gen_dir(self, generation: int) -> Path:
         return self.root / f"gen-{generation:06d}"
 
+    def _no_snapshot(self) -> IndexNotFoundError:
+        return IndexNotFoundError(
+            f"no snapshot in {self.root}; build one with `semsearch build` or run `semsearch index`"
+        )
+
     def read_manifest(self, generation: int | None = None) -> Manifest:
         if generation is None:
-            generation = self.latest_generation()
-            if generation is None:
-                raise IndexNotFoundError(
-                    f"no snapshot in {self.root}; build one with `semsearch build` or run `semsearch index`"
-                )
+            # The newest one; if GC removes it between listing and reading, the next newest.
+            for _ in range(10):
+                latest = self.latest_generation()
+                if latest is None:
+                    raise self._no_snapshot()
+                try:
+                    return self.read_manifest(latest)
+                except IndexNotFoundError:
+                    continue
+            raise SnapshotError(f"generations of {self.root} vanish faster than they can be read")
         path = self._gen_dir(generation) / MANIFEST
         try:
             return Manifest.from_json(json.loads(path.read_text()))
@@ -161,16 +221,114 @@ class SnapshotStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"{path} is not a valid manifest: {exc}") from None
 
+    def latest_manifest(self, on_skip: OnSkip | None = None) -> Manifest:
+        """The newest manifest that parses (a truncated newest one is skipped and reported)."""
+        errors = []
+        for generation in reversed(self.generations()):
+            try:
+                return self.read_manifest(generation)
+            except _Vanished:
+                continue
+            except IndexNotFoundError:
+                continue  # collected meanwhile; older ones follow
+            except SnapshotError as exc:
+                log.error("skipping generation %d of %s: %s", generation, self.root, exc)
+                if on_skip is not None:
+                    on_skip(generation, str(exc))
+                errors.append(str(exc))
+        if errors:
+            raise SnapshotError(f"no readable manifest in {self.root}: " + "; ".join(errors))
+        raise self._no_snapshot()
+
+    # -- pins -----------------------------------------------------------------------------
+    def pin(self, generation: int) -> Pin:
+        """Keep `generation` from GC until the pin is released (use it as a context manager)."""
+        pin = self.pins.pin(generation, (self._gen_dir(generation) / MANIFEST).is_file)
+        if pin is None:
+            raise _Vanished(f"generation {generation} does not exist in {self.root}")
+        return pin
+
+    def pin_latest(self, on_skip: OnSkip | None = None) -> tuple[Pin, Manifest]:
+        """The newest readable manifest, its generation pinned: a slow caller (loading the model
+        the manifest names) still finds that generation afterwards."""
+        for _ in range(10):
+            manifest = self.latest_manifest(on_skip)
+            try:
+                return self.pin(manifest.generation), manifest
+            except _Vanished:
+                continue
+        raise SnapshotError(f"generations of {self.root} vanish faster than they can be pinned")
+
     # -- writing --------------------------------------------------------------------------
     def write(
         self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None
     ) -> Manifest:
-        """Persist the index as the next generation; returns its manifest."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.segments_dir.mkdir(exist_ok=True)
-        generation = (self.latest_generation() or 0) + 1
-        tmp = self.root / f".tmp-gen-{generation:06d}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        """Persist the index as the next generation; returns its manifest.
+
+        On any failure nothing is published and nothing is left behind (the temporary directory
+        is removed); an OSError becomes a SnapshotWriteError saying what to do.
+        """
+        generation = 1
+        tmp: Path | None = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.segments_dir.mkdir(exist_ok=True)
+            generation = (self.latest_generation() or 0) + 1
+            tmp = self.root / f".tmp-gen-{generation:06d}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            manifest = self._write_into(tmp, generation, index, offsets, extra)
+            try:
+                os.rename(tmp, self._gen_dir(generation))
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise SnapshotError(
+                        f"generation {generation} appeared in {self.root} while this process "
+                        "wrote it: another process writes this index; run one writer per index "
+                        "(semsearch index / semsearch build take its LOCK)"
+                    ) from exc
+                raise
+            tmp = None
+            _fsync_dir(self.root)
+        except BaseException as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and not isinstance(exc, SnapshotError):
+                raise self._write_error(exc, generation) from exc
+            raise
+        try:
+            self.collect_garbage()
+        except OSError as exc:  # the generation is published; GC retries next time
+            log.warning("garbage collection in %s failed: %s", self.root, exc)
+        return manifest
+
+    def _write_error(self, exc: OSError, generation: int) -> SnapshotWriteError:
+        keeps = (
+            f"the index keeps serving generation {generation - 1}"
+            if generation > 1
+            else "nothing is served until a generation is written"
+        )
+        if exc.errno == errno.ENOSPC:
+            message = (
+                f"disk full writing generation {generation} in {self.root}: free space; "
+                f"{keeps} and the indexer retries"
+            )
+        else:
+            message = (
+                f"could not write generation {generation} in {self.root}: {exc}; {keeps} and "
+                "the indexer retries"
+            )
+        error = SnapshotWriteError(message)
+        error.errno = exc.errno
+        return error
+
+    def _write_into(
+        self,
+        tmp: Path,
+        generation: int,
+        index: Index,
+        offsets: Offsets | None,
+        extra: dict[str, Any] | None,
+    ) -> Manifest:
         files: dict[str, dict[str, Any]] = {}
         with index.lock.reading():
             vectors = index.vectors
@@ -198,8 +356,14 @@ class SnapshotStore:
                 "sha256": _sha256(tmp / name),
                 "bytes": (tmp / name).stat().st_size,
             }
+        previous: dict[str, dict[str, Any]] | None = None
         for rel in [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else []):
-            files[rel] = self._segment_checksum(rel)
+            entry = self._read_sidecar(rel)
+            if entry is None:
+                if previous is None:
+                    previous = self._previous_checksums()
+                entry = self._segment_checksum(rel, previous.get(rel))
+            files[rel] = entry
         manifest = Manifest(
             index_id=index.index_id,
             generation=generation,
@@ -224,19 +388,49 @@ class SnapshotStore:
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
         _fsync_file(manifest_path)
         _fsync_dir(tmp)
-        os.rename(tmp, self._gen_dir(generation))
-        _fsync_dir(self.root)
-        self.collect_garbage()
         return manifest
 
-    def _segment_checksum(self, rel: str) -> dict[str, Any]:
+    def _read_sidecar(self, rel: str) -> dict[str, Any] | None:
         # Sealed files never change, so their checksum is computed once and kept beside them.
+        sidecar = self.root / f"{rel}.sha256"
+        try:
+            entry = json.loads(sidecar.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("%s is unreadable (%s); recomputing it", sidecar, exc)
+            return None
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("bytes"), int)
+        ):
+            return entry
+        log.warning("%s is not a checksum record; recomputing it", sidecar)
+        return None
+
+    def _previous_checksums(self) -> dict[str, dict[str, Any]]:
+        """Checksums the newest readable manifest recorded: a sidecar lost after its segment was
+        corrupted must not bless the corruption by rehashing the damaged file."""
+        try:
+            return dict(self.latest_manifest().files)
+        except (SnapshotError, IndexNotFoundError):
+            return {}
+
+    def _segment_checksum(self, rel: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The checksum record of a sealed file, (re)written atomically as its sidecar."""
         path = self.root / rel
-        sidecar = path.with_suffix(path.suffix + ".sha256")
-        if sidecar.is_file():
-            return json.loads(sidecar.read_text())
-        entry = {"sha256": _sha256(path), "bytes": path.stat().st_size}
-        sidecar.write_text(json.dumps(entry))
+        entry = known if known is not None else {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        sidecar = path.with_name(path.name + ".sha256")
+        tmp = sidecar.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{sidecar.name}")
+        try:
+            tmp.write_text(json.dumps(entry))
+            _fsync_file(tmp)
+            os.rename(tmp, sidecar)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(sidecar.parent)
         return entry
 
     @staticmethod
@@ -244,51 +438,78 @@ class SnapshotStore:
         if path.exists():
             return
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-        writer(tmp)
-        _fsync_file(tmp)
-        os.rename(tmp, path)
+        try:
+            writer(tmp)
+            _fsync_file(tmp)
+            os.rename(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(path.parent)
 
     def collect_garbage(self) -> None:
-        """Keep the newest `keep` generations and the segment files they reference."""
-        generations = self.generations()
-        for old in generations[: -self.keep]:
-            shutil.rmtree(self._gen_dir(old), ignore_errors=True)
-        for stale in self.root.glob(".tmp-gen-*"):
-            if stale.stat().st_mtime < time.time() - 60:
-                shutil.rmtree(stale, ignore_errors=True)
-        referenced = set()
-        for generation in generations[-self.keep :]:
-            try:
-                manifest = self.read_manifest(generation)
-            except (SnapshotError, IndexNotFoundError):
-                continue
-            referenced |= {s["file"] for s in manifest.segments}
-            if manifest.quantizer:
-                referenced.add(manifest.quantizer["file"])
-        if self.segments_dir.is_dir():
-            for path in self.segments_dir.glob("*.faiss"):
-                rel = f"segments/{path.name}"
-                if rel not in referenced and path.stat().st_mtime < time.time() - 60:
-                    path.unlink(missing_ok=True)
-                    path.with_suffix(".faiss.sha256").unlink(missing_ok=True)
+        """Keep the newest `keep` generations, every pinned one, and the segments they reference."""
+        now = time.time()
+        with self.pins.collecting() as pinned:
+            generations = self.generations()
+            kept = set(generations[-self.keep :]) | (pinned & set(generations))
+            for old in generations:
+                if old not in kept:
+                    # Renamed first: a reader never sees a half-deleted generation as one.
+                    doomed = self.root / f".del-gen-{old:06d}-{uuid.uuid4().hex[:8]}"
+                    try:
+                        os.rename(self._gen_dir(old), doomed)
+                    except OSError:
+                        continue
+                    shutil.rmtree(doomed, ignore_errors=True)
+            referenced = set()
+            for generation in sorted(kept):
+                try:
+                    manifest = self.read_manifest(generation)
+                except (SnapshotError, IndexNotFoundError):
+                    continue
+                referenced |= {s["file"] for s in manifest.segments}
+                if manifest.quantizer:
+                    referenced.add(manifest.quantizer["file"])
+            if self.segments_dir.is_dir():
+                for path in self.segments_dir.glob("*.faiss"):
+                    rel = f"segments/{path.name}"
+                    if rel not in referenced and _older_than(path, now - _STALE_TMP_S):
+                        path.unlink(missing_ok=True)
+                        path.with_suffix(".faiss.sha256").unlink(missing_ok=True)
+                for stale in self.segments_dir.glob(".tmp-*"):
+                    if _older_than(stale, now - _STALE_TMP_S):
+                        stale.unlink(missing_ok=True)
+        for pattern in (".tmp-gen-*", ".del-gen-*"):
+            for stale in self.root.glob(pattern):
+                if _older_than(stale, now - _STALE_TMP_S):
+                    shutil.rmtree(stale, ignore_errors=True)
 
     # -- reading --------------------------------------------------------------------------
-    def verify(self, manifest: Manifest, skip: set[str] | None = None) -> None:
+    def _corrupt_files(self, manifest: Manifest, skip: set[str] | None = None) -> list[tuple[str, str]]:
+        """(file, problem) for every file of the manifest that is missing or fails its checksum."""
         gen_dir = self._gen_dir(manifest.generation)
+        bad = []
         for rel, expected in manifest.files.items():
             if skip and rel in skip:
                 continue
             path = gen_dir / rel[4:] if rel.startswith("GEN/") else self.root / rel
             if not path.is_file():
-                raise SnapshotError(
-                    f"generation {manifest.generation} of {self.root} is missing {rel}"
+                bad.append((rel, f"generation {manifest.generation} of {self.root} is missing {rel}"))
+            elif _sha256(path) != expected["sha256"]:
+                bad.append(
+                    (
+                        rel,
+                        f"{path} fails its checksum (generation {manifest.generation}); the file "
+                        "is corrupt - load an older generation or rebuild the index",
+                    )
                 )
-            if _sha256(path) != expected["sha256"]:
-                raise SnapshotError(
-                    f"{path} fails its checksum (generation {manifest.generation}); the file is "
-                    "corrupt - load an older generation or rebuild the index"
-                )
+        return bad
+
+    def verify(self, manifest: Manifest, skip: set[str] | None = None) -> None:
+        bad = self._corrupt_files(manifest, skip)
+        if bad:
+            raise SnapshotError(bad[0][1])
 
     def load(
         self,
@@ -298,23 +519,47 @@ class SnapshotStore:
         generation: int | None = None,
         *,
         fallback: bool = False,
+        repair: bool = False,
+        on_skip: OnSkip | None = None,
     ) -> tuple[Index, Manifest]:
-        """Load and verify a generation (the latest by default), refusing a different model."""
-        candidates = [generation] if generation is not None else list(reversed(self.generations()))
-        if not candidates:
-            raise IndexNotFoundError(
-                f"no snapshot in {self.root}; build one with `semsearch build` or run `semsearch index`"
-            )
-        errors = []
-        for candidate in candidates:
+        """Load and verify a generation (the latest by default), refusing a different model.
+
+        `fallback`: serve the newest generation that loads, reporting each skipped one through
+        the log and `on_skip`. `repair` (writers only: it publishes a generation, so the caller
+        must hold the WriterLock): rebuild sealed segments that fail their checksum from the
+        document table and the embedding cache instead of skipping the generation.
+        """
+        if generation is not None:
+            return self._load(model, settings, cache, generation, repair)
+        tried: set[int] = set()
+        errors: list[str] = []
+        while True:
+            # Relisted each time: GC may have replaced the candidates meanwhile.
+            candidates = [g for g in reversed(self.generations()) if g not in tried]
+            if not candidates:
+                break
+            candidate = candidates[0]
+            tried.add(candidate)
             try:
-                return self._load(model, settings, cache, candidate)
+                return self._load(model, settings, cache, candidate, repair)
+            except _Vanished:
+                continue
             except SnapshotError as exc:
                 if not fallback:
                     raise
-                log.error("skipping generation %s: %s", candidate, exc)
+                log.error("skipping generation %s of %s: %s", candidate, self.root, exc)
+                if on_skip is not None:
+                    on_skip(candidate, str(exc))
                 errors.append(str(exc))
-        raise SnapshotError("no loadable generation: " + "; ".join(errors))
+        if not errors:
+            raise self._no_snapshot()
+        hint = ""
+        if any("segments/seg-" in e and "checksum" in e for e in errors) and not repair:
+            hint = (
+                " - a sealed segment is corrupt; start the indexer of this index (`semsearch "
+                "index`), which rebuilds it from the document table and the embedding cache"
+            )
+        raise SnapshotError(f"no loadable generation in {self.root}{hint}: " + "; ".join(errors))
 
     def _load(
         self,
@@ -322,34 +567,141 @@ class SnapshotStore:
         settings: Settings,
         cache: EmbeddingCache | None,
         generation: int,
+        repair: bool = False,
     ) -> tuple[Index, Manifest]:
-        manifest = self.read_manifest(generation)
-        canaries = CanaryProbe.from_json(manifest.canaries)
-        ensure_compatible(model, manifest.model, canaries, manifest.index_id)
-        self.verify(manifest)
-        stored = manifest.settings
-        settings = settings.with_overrides(
-            chunk_tokens=stored["chunk_tokens"], chunk_overlap=stored["chunk_overlap"]
-        )
-        index = Index(model, settings, cache, canaries=canaries)
-        index.index_id = manifest.index_id
-        self._install(index, manifest, sealed={})
+        with self.pin(generation):
+            manifest = self.read_manifest(generation)
+            canaries = CanaryProbe.from_json(manifest.canaries)
+            ensure_compatible(model, manifest.model, canaries, manifest.index_id)
+            bad = self._corrupt_files(manifest)
+            sealed_files = {s["file"] for s in manifest.segments}
+            corrupt = {rel for rel, _ in bad}
+            if bad and not (repair and corrupt <= sealed_files):
+                raise SnapshotError(bad[0][1])
+            stored = manifest.settings
+            settings = settings.with_overrides(
+                chunk_tokens=stored["chunk_tokens"], chunk_overlap=stored["chunk_overlap"]
+            )
+            index = Index(model, settings, cache, canaries=canaries)
+            index.index_id = manifest.index_id
+            self._install(index, manifest, sealed={}, skip=corrupt)
+        if corrupt:
+            manifest = self._repair(index, manifest, sorted(corrupt))
         return index, manifest
+
+    def _repair(self, index: Index, manifest: Manifest, corrupt: list[str]) -> Manifest:
+        """Rebuild the vectors of corrupt sealed segments and publish them as a new generation.
+
+        Which chunks they held needs no reading of the damaged files: every live chunk of the
+        document table that is in neither the live segment nor a healthy sealed segment. Their
+        vectors come from the embedding cache (keyed by fingerprint + content hash); only what
+        the cache lacks is embedded again. Chunks of deleted documents are simply not rebuilt.
+        """
+        report = RepairReport(manifest.generation, corrupt)
+        log.error(
+            "generation %d of %s: sealed segment(s) %s fail their checksum; rebuilding their "
+            "vectors from the document table and the embedding cache",
+            manifest.generation,
+            self.root,
+            ", ".join(corrupt),
+        )
+        vectors = index.vectors
+        present = set(vectors.live.ids.tolist())
+        for segment in vectors.sealed:
+            present.update(segment.ids.tolist())
+        lost = [
+            (record, chunk)
+            for record in index.documents
+            for chunk in record.chunks
+            if chunk.chunk_id not in present
+        ]
+        report.chunks = len(lost)
+        if lost:
+            fingerprint = index.model.info.fingerprint
+            hashes = [chunk.content_hash for _, chunk in lost]
+            found = (
+                index.cache.get_many(fingerprint, hashes, index.model.dimension)
+                if index.cache is not None
+                else {}
+            )
+            texts = {c.content_hash: r.chunk_text(c) for r, c in lost if c.content_hash not in found}
+            report.chunks_cached = sum(1 for h in hashes if h in found)
+            report.chunks_embedded = len(texts)
+            if texts:
+                log.warning(
+                    "repair of %s: re-embedding %d chunks the embedding cache does not hold",
+                    self.root,
+                    len(texts),
+                )
+                embedded = index.model.encode_documents(list(texts.values()))
+                if not np.isfinite(embedded).all():
+                    raise SnapshotError(
+                        f"repairing {self.root}: the model produced NaN/inf embeddings; rebuild "
+                        "the index with a working model"
+                    )
+                fresh = dict(zip(texts, embedded, strict=True))
+                if index.cache is not None:
+                    index.cache.put_many(fingerprint, fresh.items())
+                found.update(fresh)
+            if vectors.quantizer is None:
+                raise SnapshotError(
+                    f"{self.root} has sealed segments but no quantizer; rebuild the index"
+                )
+            ids = np.fromiter((c.chunk_id for _, c in lost), dtype=np.int64, count=len(lost))
+            segment = SealedSegment.build(
+                f"seg-{uuid.uuid4().hex[:12]}",
+                vectors.quantizer,
+                vectors.nlist,
+                ids,
+                np.vstack([found[c.content_hash] for _, c in lost]),
+            )
+            with index.lock.writing():
+                vectors.attach(segment)
+        with index.lock.writing():
+            sealed_ids: set[int] = set()
+            for segment in vectors.sealed:
+                sealed_ids.update(segment.ids.tolist())
+            vectors.tombstones &= sealed_ids  # tombstones of vectors that are gone with the file
+            vectors._selector = None
+        published = self.write(index, manifest.offsets, extra=manifest.extra)
+        report.published = published.generation
+        self.last_repair = report
+        log.warning(
+            "repaired %s: %d chunks rebuilt (%d from the embedding cache, %d embedded); published "
+            "generation %d",
+            self.root,
+            report.chunks,
+            report.chunks_cached,
+            report.chunks_embedded,
+            published.generation,
+        )
+        return published
 
     def refresh(self, index: Index, generation: int | None = None) -> Manifest:
         """Move an open index forward to a newer generation in place (near-real-time reopen)."""
-        manifest = self.read_manifest(generation)
-        if manifest.index_id != index.index_id:
-            raise SnapshotError(f"{self.root} holds {manifest.index_id}, not {index.index_id}")
-        loaded = {s.name: s for s in index.vectors.sealed}
-        known = {s["file"] for s in manifest.segments if s["name"] in loaded}
-        if manifest.quantizer and index.vectors.quantizer is not None:
-            known.add(manifest.quantizer["file"])
-        self.verify(manifest, skip=known)
-        self._install(index, manifest, sealed=loaded)
+        if generation is None:
+            generation = self.latest_generation()
+            if generation is None:
+                raise self._no_snapshot()
+        with self.pin(generation):
+            manifest = self.read_manifest(generation)
+            if manifest.index_id != index.index_id:
+                raise SnapshotError(f"{self.root} holds {manifest.index_id}, not {index.index_id}")
+            loaded = {s.name: s for s in index.vectors.sealed}
+            known = {s["file"] for s in manifest.segments if s["name"] in loaded}
+            if manifest.quantizer and index.vectors.quantizer is not None:
+                known.add(manifest.quantizer["file"])
+            self.verify(manifest, skip=known)
+            self._install(index, manifest, sealed=loaded)
         return manifest
 
-    def _install(self, index: Index, manifest: Manifest, sealed: dict[str, SealedSegment]) -> None:
+    def _install(
+        self,
+        index: Index,
+        manifest: Manifest,
+        sealed: dict[str, SealedSegment],
+        skip: set[str] | None = None,
+    ) -> None:
         gen_dir = self._gen_dir(manifest.generation)
         documents = DocumentTable.load(gen_dir / "documents.jsonl")
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
@@ -357,6 +709,7 @@ class SnapshotStore:
         segments = [
             sealed.get(s["name"]) or SealedSegment.load(s["name"], self.root / s["file"])
             for s in manifest.segments
+            if not (skip and s["file"] in skip)
         ]
         quantizer: Any = None
         if manifest.quantizer and index.vectors.quantizer is None:

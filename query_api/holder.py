@@ -111,7 +111,8 @@ class IndexHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: _Failure | None = None
-        self._bad_generation: int | None = None
+        # Generations of the served index that failed to apply; skipped until a newer one appears.
+        self._bad_generations: set[int] = set()
         self._last_drift_check = time.monotonic()
         self.redis_up: bool = False
         self.redis_error: str | None = None
@@ -302,7 +303,8 @@ class IndexHolder:
         else:
             previous = self._serving
             self._serving = serving
-            self._failure, self._bad_generation, self.last_error = None, None, None
+            self._failure, self.last_error = None, None
+            self._bad_generations = set()
             self.metrics.index_loads.labels(kind="flip").inc()
             mismatch_gauge(self.metrics.registry).labels(serving.index_id).set(0)  # issue 5
             log.info(
@@ -330,12 +332,25 @@ class IndexHolder:
         log.error("refusing to serve %r (%s): %s%s", value, reason, message, keeping)
 
     def load(self, index_id: str, origin: str = "pointer") -> Serving:
-        """Load and verify an index completely; nothing is swapped (the caller does that)."""
+        """Load and verify an index completely; nothing is swapped (the caller does that).
+
+        Serves the newest generation that LOADS: a truncated manifest or a corrupt file makes it
+        fall back to an older generation, logged and counted (semsearch_generations_skipped).
+        The generation whose manifest picks the model is pinned meanwhile, so the writer's GC
+        cannot remove it while the model loads. A reader never repairs anything.
+        """
         validate_index_id(index_id)
         store = SnapshotStore(index_dir(self.settings, index_id), keep=self.settings.keep_generations)
-        manifest = store.read_manifest()
-        model = self._model_for(manifest)
-        index, manifest = store.load(model, self.settings, None, fallback=True)
+        skipped: dict[int, str] = {}
+        try:
+            pin, manifest = store.pin_latest(on_skip=skipped.setdefault)
+            with pin:
+                model = self._model_for(manifest)
+                index, manifest = store.load(
+                    model, self.settings, None, fallback=True, on_skip=skipped.setdefault
+                )
+        finally:
+            self._count_skipped(index_id, skipped)
         if index.index_id != index_id:
             raise SnapshotError(
                 f"{store.root} holds index {index.index_id!r}, not {index_id!r}; the directory was "
@@ -365,19 +380,33 @@ class IndexHolder:
                 return candidate
         return configured  # load() will refuse it with a ModelMismatchError naming both models
 
+    def _count_skipped(self, index_id: str, skipped: dict[int, str]) -> None:
+        for generation in sorted(skipped):
+            self.metrics.generations_skipped.labels(index_id).inc()
+            log.warning("%s: generation %d skipped: %s", index_id, generation, skipped[generation])
+
     # -- near-real-time refresh -----------------------------------------------------------
     def _refresh(self, serving: Serving) -> None:
-        latest = serving.store.latest_generation()
-        if latest is None or latest <= serving.generation or latest == self._bad_generation:
+        """Apply the newest newer generation that loads; a bad one is skipped (and counted),
+        never fatal: the served index stays as it is until a generation applies."""
+        newer = [
+            g
+            for g in serving.store.generations()
+            if g > serving.generation and g not in self._bad_generations
+        ]
+        for generation in reversed(newer):
+            try:
+                manifest = serving.store.refresh(serving.index, generation)
+            except IndexNotFoundError:
+                continue  # collected meanwhile; the others are still candidates
+            except (SemsearchError, OSError, ValueError, KeyError) as exc:
+                self._bad_generations.add(generation)
+                self._count_skipped(serving.index_id, {generation: f"{type(exc).__name__}: {exc}"})
+                continue
+            break
+        else:
             return
-        try:
-            manifest = serving.store.refresh(serving.index, latest)
-        except (SemsearchError, OSError, ValueError, KeyError) as exc:
-            # Often benign (the writer's GC removed it meanwhile); a corrupt one is skipped
-            # until a newer generation appears.
-            self._bad_generation = latest
-            log.warning("could not apply generation %d of %s: %s", latest, serving.index_id, exc)
-            return
+        self._bad_generations = {g for g in self._bad_generations if g > manifest.generation}
         self._serving = replace(serving, manifest=manifest)
         self.metrics.index_loads.labels(kind="refresh").inc()
         log.debug("refreshed %s to generation %d", serving.index_id, manifest.generation)

@@ -66,6 +66,12 @@ class ApiMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.generations_skipped = Counter(
+            "semsearch_generations_skipped",
+            "Snapshot generations the API could not load or apply (corrupt, truncated) and skipped",
+            ["index_id"],
+            registry=self.registry,
+        )
         self.redis_errors = Counter(
             "semsearch_redis_errors",
             "Failed attempts to read the pointer from Redis",
