@@ -181,6 +181,8 @@ class Migrator:
             bootstrap=self.bootstrap,
             start_offsets=offsets_in(origin, self.cluster),
             store=store,
+            # The start offsets are positions in the log of the cluster read above (or empty).
+            offsets_cluster_id=self.cluster,
         )
         try:
             worker.snapshot()  # the bootstrapped shadow, at the offsets it was built from
@@ -325,7 +327,9 @@ class Migrator:
         manifest = worker.snapshot() if worker.dirty else worker.store.read_manifest()
         self.status.update("validating", progress={"lag": 0, "offsets": at})
         report = self._validate(worker.index, live, offsets_in(origin, self.cluster), manifest, at)
-        extra = {"gate": report.to_json(), CLUSTER_KEY: worker.cluster_id}
+        extra: dict[str, Any] = {"gate": report.to_json()}
+        if worker.cluster_id is not None:  # an unknown cluster is never recorded as if known
+            extra[CLUSTER_KEY] = worker.cluster_id
         stored = worker.store.write(worker.index, at, extra=extra)
         (worker.store.root / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
         log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
