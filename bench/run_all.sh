@@ -16,7 +16,13 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # Known benches first, in a sensible order (cheap -> expensive); then any other bench/*.py.
-KNOWN=(lexical core ingest crash_loop api_latency migration)
+KNOWN=(lexical core ingest crash_loop api_latency migration scale)
+# Arguments for benches whose defaults are not the size run_all should use.
+bench_args() {
+    case "$1" in
+        scale) echo "--chunks 20000" ;;
+    esac
+}
 if [[ $# -gt 0 ]]; then
     NAMES=("$@")
 else
@@ -39,7 +45,8 @@ for name in "${NAMES[@]}"; do
     fi
     echo "== bench/$name.py  ($(date '+%H:%M:%S'), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
     started=$SECONDS
-    "$PYTHON" -m "bench.$name"
+    # shellcheck disable=SC2046  # word splitting of the arguments is intended
+    "$PYTHON" -m "bench.$name" $(bench_args "$name")
     status=$?
     if [[ $status -eq 0 ]]; then
         ran+=("$name")
