@@ -21,6 +21,28 @@ from semsearch.events import EventError, decode_doc_event
 class SplitBatch:
     changes: list[Change] = field(default_factory=list)
     poison: list[PoisonEvent] = field(default_factory=list)
+    # id(change) -> (change, the record it was decoded from); the change is kept so the id
+    # cannot be reused while the batch lives.
+    _origins: dict[int, tuple[Change, Record]] = field(default_factory=dict, repr=False)
+
+    def add(self, change: Change, record: Record) -> None:
+        self.changes.append(change)
+        self._origins[id(change)] = (change, record)
+
+    def record_of(self, change: Change) -> Record:
+        """The record `change` was decoded from (it must be one of this batch's changes)."""
+        found = self._origins.get(id(change))
+        if found is None or found[0] is not change:
+            raise KeyError(f"change for {change.doc_id!r} is not from this batch")
+        return found[1]
+
+    def rejected_poison(self, changes: Sequence[Change], reasons: Sequence[str]) -> list[PoisonEvent]:
+        """Poison events for changes the index refused after validation (e.g. NaN embeddings):
+        their records go to the DLQ like any other poison, so that nothing is lost."""
+        return [
+            PoisonEvent(self.record_of(change), f"rejected by the index: {reason}")
+            for change, reason in zip(changes, reasons, strict=True)
+        ]
 
 
 def split_batch(records: Sequence[Record], validate: Callable[[Document], None]) -> SplitBatch:
@@ -37,7 +59,7 @@ def split_batch(records: Sequence[Record], validate: Callable[[Document], None])
         except InvalidDocumentError as exc:
             result.poison.append(PoisonEvent(record, f"invalid document: {exc}"))
             continue
-        result.changes.append(change)
+        result.add(change, record)
     return result
 
 

@@ -241,10 +241,16 @@ class IndexWorker:
             report.dead_lettered = len(batch.poison)
             self.metrics.dead_lettered(len(batch.poison))
             report.apply = ApplyReport()
+            refused = []
             for segment in apply_segments(batch.changes):
-                _merge(report.apply, self.index.apply(segment))
-            for doc_id, reason in report.apply.rejected:  # validated above; should never happen
-                log.error("index rejected %s after validation: %s", doc_id, reason)
+                applied = self.index.apply(segment)
+                _merge(report.apply, applied)
+                # Documents the index refused alone (e.g. NaN embeddings): the rest of the batch
+                # is applied; these are dead-lettered, confirmed before maybe_snapshot below.
+                refused += batch.rejected_poison(applied.rejected_changes, [r for _, r in applied.rejected])
+            self.dead_letters.send(refused)
+            report.dead_lettered += len(refused)
+            self.metrics.dead_lettered(len(refused))
             self.metrics.applied(report.apply)
             self._unsnapshotted_events += len(records)
         self.metrics.lag(self.source.lag())

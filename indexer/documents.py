@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+# Longest doc_id accepted anywhere (events, the index): ids travel in every search hit and key.
+MAX_DOC_ID_CHARS = 512
+
 
 @dataclass(frozen=True)
 class Document:
@@ -166,8 +169,20 @@ class DocumentTable:
         return dict(self._deleted)
 
     def dump(self, out: TextIO) -> None:
+        """Write one JSON line per document; `out` must be a UTF-8 text file.
+
+        Nothing unwritable should get in (events and `Index.validate_document` refuse lone
+        surrogates), but if one ever does, that one record is written with ASCII escapes, which
+        load back to the same string: one bad record must never make every snapshot fail.
+        A UTF-8 TextIOWrapper encodes in `write`, before buffering, so the failed write leaves
+        nothing behind. The fallback costs nothing for records that encode.
+        """
         for record in self._live.values():
-            out.write(json.dumps(record.to_json(), ensure_ascii=False))
+            row = record.to_json()
+            try:
+                out.write(json.dumps(row, ensure_ascii=False))
+            except UnicodeEncodeError:
+                out.write(json.dumps(row, ensure_ascii=True))
             out.write("\n")
         out.write(json.dumps({"deleted": self._deleted}))
         out.write("\n")

@@ -7,7 +7,6 @@ model that the embedding cache already holds.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import unicodedata
@@ -22,6 +21,7 @@ from indexer.analyzer import identifiers
 from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
 from indexer.documents import (
+    MAX_DOC_ID_CHARS,
     Change,
     ChunkRecord,
     Deletion,
@@ -35,10 +35,10 @@ from indexer.fusion import FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
 from indexer.vector_index import VectorIndex
+from semsearch.events import unstorable
 from semsearch.settings import Settings
 
 MODES = ("vector", "bm25", "hybrid")
-MAX_DOC_ID_CHARS = 512
 SNIPPET_CHARS = 300
 # How many chunk candidates each leg retrieves per requested document: documents have several
 # chunks, and fusion needs depth beyond k to be useful.
@@ -70,6 +70,8 @@ class ApplyReport:
     deleted: int = 0
     stale: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    # The changes behind `rejected`, in the same order: the consumer dead-letters their events.
+    rejected_changes: list[Document] = field(default_factory=list)
     chunks_embedded: int = 0
     chunks_cached: int = 0
     embed_seconds: float = 0.0
@@ -128,6 +130,12 @@ class Index:
             raise InvalidDocumentError("version must be a non-negative integer")
         if not isinstance(doc.title, str) or not isinstance(doc.text, str):
             raise InvalidDocumentError("title and text must be strings")
+        # Defence in depth (the event decoder refuses these first): a lone surrogate breaks the
+        # tokenizer and every snapshot write; NaN/Infinity is not JSON.
+        for value, where in ((doc.doc_id, "doc_id"), (doc.title, "title"), (doc.text, "text")):
+            problem = unstorable(value, where)
+            if problem:
+                raise InvalidDocumentError(f"document {doc.doc_id!r}: {problem}")
         size = len(doc.title.encode("utf-8", "surrogatepass")) + len(
             doc.text.encode("utf-8", "surrogatepass")
         )
@@ -138,12 +146,11 @@ class Index:
             )
         if not doc.full_text.strip():
             raise InvalidDocumentError(f"document {doc.doc_id!r} has no text to index")
-        try:
-            json.dumps(doc.metadata)
-        except (TypeError, ValueError) as exc:
-            raise InvalidDocumentError(
-                f"metadata of {doc.doc_id!r} is not JSON-serializable: {exc}"
-            ) from None
+        if not isinstance(doc.metadata, dict):
+            raise InvalidDocumentError(f"metadata of {doc.doc_id!r} must be a JSON object")
+        problem = unstorable(doc.metadata, "metadata")
+        if problem:
+            raise InvalidDocumentError(f"metadata of {doc.doc_id!r} is not JSON-serializable: {problem}")
 
     def apply(self, changes: Sequence[Change]) -> ApplyReport:
         """Apply a batch in order; stale versions and duplicates are ignored, not re-applied."""
@@ -172,13 +179,33 @@ class Index:
                 self.validate_document(change)
             except InvalidDocumentError as exc:
                 report.rejected.append((change.doc_id, str(exc)))
+                report.rejected_changes.append(change)
                 continue
             final[change.doc_id] = change
             seen[change.doc_id] = change.version
 
         upserts = [c for c in final.values() if isinstance(c, Document)]
         chunked = {doc.doc_id: self.chunker.split(doc.full_text) for doc in upserts}
-        vectors = self._embed([chunk for chunks in chunked.values() for chunk in chunks], report)
+        vectors, unembeddable = self._embed(
+            [chunk for chunks in chunked.values() for chunk in chunks], report
+        )
+        if unembeddable:
+            # Only the documents owning a chunk the model cannot embed are refused; the rest of
+            # the batch goes on (the consumer dead-letters the refused ones). The document keeps
+            # the version it held before - as if this event had been rejected at validation.
+            for doc in upserts:
+                if any(c.content_hash in unembeddable for c in chunked[doc.doc_id]):
+                    del final[doc.doc_id]
+                    del chunked[doc.doc_id]
+                    report.rejected.append(
+                        (
+                            doc.doc_id,
+                            f"the model produced NaN/inf embeddings for document {doc.doc_id!r}; "
+                            "it was not indexed - check the text (unusual characters or length) "
+                            "or the model, then republish it",
+                        )
+                    )
+                    report.rejected_changes.append(doc)
 
         with self.lock.writing():
             for change in final.values():
@@ -192,28 +219,34 @@ class Index:
             self.vectors.maybe_seal()
         return report
 
-    def _embed(self, chunks: list[Chunk], report: ApplyReport) -> dict[str, np.ndarray]:
+    def _embed(
+        self, chunks: list[Chunk], report: ApplyReport
+    ) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Vectors by content hash, and the hashes the model gave non-finite vectors.
+
+        Non-finite vectors are never cached nor returned: a NaN in faiss poisons every search
+        that touches it, and a cached one would be served again after the text is fixed upstream.
+        """
         fingerprint = self.model.info.fingerprint
         wanted = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.cache.get_many(fingerprint, wanted, self.model.dimension) if self.cache else {}
         missing_hashes = [h for h in wanted if h not in found]
         missing = set(missing_hashes)
         report.chunks_cached += sum(1 for c in chunks if c.content_hash not in missing)
+        unembeddable: set[str] = set()
         if missing_hashes:
             text_of = {c.content_hash: c.text for c in chunks}
             started = time.perf_counter()
             embedded = self.model.encode_documents([text_of[h] for h in missing_hashes])
             report.embed_seconds += time.perf_counter() - started
             report.chunks_embedded += len(missing_hashes)
-            if not np.isfinite(embedded).all():
-                raise InvalidDocumentError(
-                    "the model produced NaN/inf embeddings; refusing to index them"
-                )
-            fresh = dict(zip(missing_hashes, embedded, strict=True))
-            if self.cache:
+            finite = np.isfinite(embedded).all(axis=1)
+            fresh = {h: v for h, v, ok in zip(missing_hashes, embedded, finite, strict=True) if ok}
+            unembeddable = {h for h, ok in zip(missing_hashes, finite, strict=True) if not ok}
+            if self.cache and fresh:
                 self.cache.put_many(fingerprint, fresh.items())
             found.update(fresh)
-        return found
+        return found, unembeddable
 
     def _insert(self, doc: Document, chunks: list[Chunk], vectors: dict[str, np.ndarray]) -> None:
         records = []

@@ -8,6 +8,7 @@ every other client.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.errors import InvalidQueryError
@@ -101,6 +103,18 @@ class _BodyLimit:
         await self.app(scope, counted, send)
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: a string UTF-8 cannot encode (a lone surrogate a client sent,
+    quoted back in an error message) is written as a JSON escape instead of failing the response
+    with a 500. Costs nothing for responses that encode."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
@@ -140,6 +154,7 @@ def create_app(
         summary="Semantic search over a Kafka-fed index; serves the index the Redis pointer names.",
         version="0.1.0",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.add_middleware(_BodyLimit, limit=body_limit)
     app.state.holder = holder
@@ -148,13 +163,20 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.query_errors.labels(reason="invalid_request").inc()
-        return JSONResponse({"detail": _describe_validation(exc)}, status_code=422)
+        return SafeJSONResponse({"detail": _describe_validation(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI's own handler, rendered with SafeJSONResponse (details may quote the input)."""
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         metrics.query_errors.labels(reason="internal").inc()
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error; see the API server log"}, status_code=500)
+        return SafeJSONResponse({"detail": "internal error; see the API server log"}, status_code=500)
 
     def serving_or_503() -> Serving:
         serving = holder.current

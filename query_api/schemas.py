@@ -119,6 +119,13 @@ def check_search(request: SearchRequest, settings: Settings) -> SearchRequest:
         )
     if "\x00" in request.q:
         raise RequestError("q contains a NUL character")
+    surrogate = _lone_surrogate(request.q)
+    if surrogate is not None:
+        raise RequestError(
+            f"q contains a lone surrogate U+{ord(request.q[surrogate]):04X} at character {surrogate}, "
+            "which is not text: JSON escapes \\ud800-\\udfff are only valid as a high+low pair; "
+            "send the query as valid UTF-8"
+        )
     if request.k <= 0 or request.k > settings.max_k:
         raise RequestError(f"k must be between 1 and {settings.max_k} (SEMSEARCH_MAX_K); got {request.k}")
     if request.mode not in MODES:
@@ -126,3 +133,14 @@ def check_search(request: SearchRequest, settings: Settings) -> SearchRequest:
     if request.min_score is not None and not math.isfinite(request.min_score):
         raise RequestError("min_score must be a finite number (cosine in [-1, 1], or a BM25 score)")
     return request
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Position of the first character UTF-8 cannot encode (the tokenizer cannot take it)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None

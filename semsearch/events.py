@@ -20,16 +20,23 @@ without touching the decoder.
 from __future__ import annotations
 
 import json
+import math
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from indexer.documents import Deletion, Document
+from indexer.documents import MAX_DOC_ID_CHARS, Deletion, Document
 
 UPSERT = "upsert"
 DELETE = "delete"
 CONTROL_KEY = b"control"
+# Levels of objects/arrays allowed inside one field (metadata is level 1). Deeper values are
+# refused with a reason instead of reaching a recursive serializer that may blow the stack.
+MAX_NESTING = 32
+# Versions are stored and compared as signed 64-bit integers by most consumers of the topic.
+MAX_VERSION = 2**63 - 1
 
 
 class EventError(ValueError):
@@ -45,12 +52,96 @@ def new_version() -> int:
     return time.time_ns()
 
 
+# -- what can be stored ----------------------------------------------------------------------
+# Python's json accepts what UTF-8 files, the tokenizer and strict JSON readers cannot take: lone
+# surrogate escapes ("\ud800") and NaN/Infinity (also "1e400", which parses as inf). An event
+# carrying one would pass decoding and fail later - in the tokenizer (the whole batch) or in
+# every snapshot (nothing durable ever again) - so it is refused here, once, with a reason.
+def unstorable(value: object, where: str) -> str | None:
+    """Why `value` (a decoded JSON value) cannot be indexed and stored, or None if it can.
+
+    `where` names the value in the reason ("'metadata'"); nested parts are named by path
+    ("'metadata.a[2]'"). Shared by the decoder, the producer side and `Index.validate_document`.
+    """
+    return _unstorable(value, where, 1)
+
+
+def _unstorable(value: object, where: str, depth: int) -> str | None:
+    if isinstance(value, str):
+        return _string_problem(value, where)
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return (
+            f"{where} is {value!r}; JSON has no NaN or Infinity (and numbers beyond ~1e308 parse as "
+            "infinity) - send a finite number, or null"
+        )
+    if isinstance(value, dict | list | tuple) and depth > MAX_NESTING:
+        return f"{where} nests deeper than {MAX_NESTING} levels of objects/arrays; flatten it"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has a key {key!r} that is not a string; JSON object keys are strings"
+            problem = _string_problem(key, f"a key of {where}") or _unstorable(
+                item, f"{where[:-1]}.{key}'" if where.endswith("'") else f"{where}.{key}", depth + 1
+            )
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            problem = _unstorable(
+                item, f"{where[:-1]}[{position}]'" if where.endswith("'") else f"{where}[{position}]", depth + 1
+            )
+            if problem:
+                return problem
+        return None
+    return (
+        f"{where} is a {type(value).__name__}, which JSON cannot hold; use strings, numbers, "
+        "booleans, null, arrays and objects"
+    )
+
+
+def _string_problem(text: str, where: str) -> str | None:
+    if text.isascii():  # the common case costs one C scan
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"{where} contains a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}; "
+            "JSON escapes \\ud800-\\udfff are only valid as a high+low pair. Fix how the producer "
+            "builds its strings (decode its input as UTF-8, do not split surrogate pairs) and republish"
+        )
+    return None
+
+
+def _check_storable(value: object, where: str) -> None:
+    problem = unstorable(value, where)
+    if problem:
+        raise EventError(problem)
+
+
 # -- field checks ---------------------------------------------------------------------------
-def _doc_id(value: object) -> str:
+def _doc_id(value: object, name: str = "'doc_id'") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise EventError("'doc_id' must be a non-empty string")
+        raise EventError(f"{name} must be a non-empty string")
+    if len(value) > MAX_DOC_ID_CHARS:
+        raise EventError(
+            f"{name} is {len(value)} characters, over the {MAX_DOC_ID_CHARS}-character limit; use a "
+            "shorter id (e.g. a hash of the long one, with the long one in metadata)"
+        )
+    _check_storable(value, name)
+    control = next((i for i, c in enumerate(value) if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise EventError(
+            f"{name} contains the control character U+{ord(value[control]):04X} at character {control}; "
+            "ids must be printable - strip newlines, tabs and NULs upstream"
+        )
     return value
 
 
@@ -61,6 +152,8 @@ def _version(value: object, *, required: bool) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise EventError(f"'version' must be a non-negative integer (got {value!r})")
+    if value > MAX_VERSION:
+        raise EventError(f"'version' must fit in a signed 64-bit integer (at most {MAX_VERSION}; got {value})")
     return value
 
 
@@ -92,6 +185,12 @@ def _json_object(raw: bytes | str) -> dict[str, Any]:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventError(f"value is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise EventError(
+            f"value nests too deeply to parse; fields may nest at most {MAX_NESTING} levels - flatten it"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise EventError(f"value cannot be parsed: {exc}") from None
     if not isinstance(row, dict):
         raise EventError(f"value must be a JSON object (got {type(row).__name__})")
     return row
@@ -101,9 +200,11 @@ def _key(key: bytes | str | None) -> str | None:
     if key is None:
         return None
     try:
-        return key.decode("utf-8") if isinstance(key, bytes) else key
+        text = key.decode("utf-8") if isinstance(key, bytes) else key
     except UnicodeDecodeError:
         raise EventError("key is not UTF-8; the key must be the doc_id") from None
+    _check_storable(text, "the key")
+    return text
 
 
 # -- document events ------------------------------------------------------------------------
@@ -129,13 +230,15 @@ class UpsertEvent:
         """Validated construction from loose input (a corpus line); no version = `new_version()`."""
         row = {"title": title, "text": text}
         checked = _version(version, required=False)
-        return cls(
+        event = cls(
             doc_id=_doc_id(doc_id),
             version=new_version() if checked is None else checked,
             title=_string(row, "title", required=False),
             text=_string(row, "text", required=True),
             metadata=_metadata(metadata),
         )
+        check_doc_event(event)
+        return event
 
     def to_change(self) -> Document:
         return Document(self.doc_id, self.title, self.text, self.version, dict(self.metadata))
@@ -172,12 +275,30 @@ class DeleteEvent:
 DocEvent = UpsertEvent | DeleteEvent
 
 
+def check_doc_event(event: DocEvent) -> None:
+    """Raise EventError for what the consumer would dead-letter: producers never publish it."""
+    _doc_id(event.doc_id)
+    _version(event.version, required=isinstance(event, UpsertEvent))
+    if isinstance(event, UpsertEvent):
+        for name in ("title", "text"):
+            value = getattr(event, name)
+            if not isinstance(value, str):
+                raise EventError(f"'{name}' must be a string (got {type(value).__name__})")
+            _check_storable(value, f"'{name}'")
+        _check_storable(_metadata(event.metadata), "'metadata'")
+
+
 def encode_doc_event(event: DocEvent) -> tuple[bytes, bytes | None]:
-    """(key, value) for the `docs` topic; a versionless delete becomes a real Kafka tombstone."""
+    """(key, value) for the `docs` topic; a versionless delete becomes a real Kafka tombstone.
+
+    Raises EventError for an event the consumer would refuse (see `check_doc_event`).
+    """
+    check_doc_event(event)
     key = event.doc_id.encode("utf-8")
     if isinstance(event, DeleteEvent) and event.is_tombstone:
         return key, None
-    return key, json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = json.dumps(event.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return key, body.encode("utf-8")
 
 
 def decode_doc_event(key: bytes | str | None, value: bytes | str | None) -> DocEvent:
@@ -186,8 +307,11 @@ def decode_doc_event(key: bytes | str | None, value: bytes | str | None) -> DocE
     if value is None:
         if key_id is None or not key_id.strip():
             raise EventError("tombstone (null value) without a key; the key must be the doc_id")
-        return DeleteEvent(key_id, None)
+        return DeleteEvent(_doc_id(key_id, "the key of a tombstone"), None)
     row = _json_object(value)
+    for name, item in row.items():
+        _check_storable(name, "a field name")
+        _check_storable(item, f"'{name}'")
     op = row.get("op")
     if op is None:
         raise EventError("'op' is missing; it must be 'upsert' or 'delete'")
