@@ -52,6 +52,9 @@ def _json_lines(path: Path, problems: ReadProblems) -> Iterator[tuple[int, dict[
             except json.JSONDecodeError as exc:
                 problems.add(line_no, f"not valid JSON ({exc.msg})")
                 continue
+            except (RecursionError, ValueError) as exc:  # nesting or integers beyond the parser
+                problems.add(line_no, f"cannot be parsed ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
             if not isinstance(row, dict):
                 problems.add(line_no, "not a JSON object")
                 continue

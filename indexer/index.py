@@ -7,6 +7,7 @@ model that the embedding cache already holds.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import unicodedata
@@ -34,8 +35,8 @@ from indexer.errors import InvalidDocumentError, InvalidQueryError
 from indexer.fusion import FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
+from indexer.storable import unstorable
 from indexer.vector_index import VectorIndex
-from semsearch.events import unstorable
 from semsearch.settings import Settings
 
 MODES = ("vector", "bm25", "hybrid")
@@ -151,6 +152,15 @@ class Index:
         problem = unstorable(doc.metadata, "metadata")
         if problem:
             raise InvalidDocumentError(f"metadata of {doc.doc_id!r} is not JSON-serializable: {problem}")
+        # Metadata is stored (and returned with every hit) beside the text: it counts too.
+        if doc.metadata:
+            size += len(json.dumps(doc.metadata, ensure_ascii=False).encode("utf-8"))
+            if size > self.settings.max_doc_bytes:
+                raise InvalidDocumentError(
+                    f"document {doc.doc_id!r} with its metadata is {size} bytes, over the "
+                    f"{self.settings.max_doc_bytes}-byte limit; move bulky metadata out of the "
+                    "event or raise SEMSEARCH_MAX_DOC_BYTES"
+                )
 
     def apply(self, changes: Sequence[Change]) -> ApplyReport:
         """Apply a batch in order; stale versions and duplicates are ignored, not re-applied."""
@@ -419,6 +429,9 @@ class Index:
     def _check_query(query: str, k: int, mode: str, min_score: float | None) -> None:
         if not isinstance(query, str) or not query.strip():
             raise InvalidQueryError("the query is empty; pass some text to search for")
+        reason = unstorable(query, "the query")
+        if reason is not None:  # a lone surrogate reaches the tokenizer as a TypeError
+            raise InvalidQueryError(reason)
         if mode not in MODES:
             raise InvalidQueryError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if not isinstance(k, int) or k <= 0:

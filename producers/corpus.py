@@ -64,6 +64,9 @@ def read_events(path: Path, skipped: SkippedLines) -> Iterator[UpsertEvent]:
             except json.JSONDecodeError as exc:
                 skipped.add(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except (RecursionError, ValueError) as exc:  # nesting or integers beyond the parser
+                skipped.add(line_no, f"cannot be parsed ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
             if not isinstance(row, dict):
                 skipped.add(line_no, f"not a JSON object (got {type(row).__name__})")
                 continue

@@ -149,3 +149,23 @@ def test_a_tombstone_inside_a_batch_keeps_replays_stale(make_index: Callable[...
     report = index.apply([Document("a", "A", "first", 1), replayed, Deletion("a", None), replayed])
     assert index.get("a") is None and report.stale == 1
     assert index.apply([replayed]).stale == 1  # and in a later batch too
+
+
+def test_a_query_the_tokenizer_cannot_take_is_refused_with_a_reason(
+    make_index: Callable[..., Index],
+) -> None:
+    index = make_index()
+    for mode in ("vector", "bm25", "hybrid"):
+        with pytest.raises(InvalidQueryError, match="lone surrogate"):
+            index.search("vitamin \ud800 d", k=3, mode=mode)
+    assert index.search("vitamin d", k=1, mode="hybrid")[0].doc_id == "d1"
+
+
+def test_metadata_counts_towards_the_document_size_limit(make_index: Callable[..., Index]) -> None:
+    index = make_index()
+    limit = index.settings.max_doc_bytes
+    bulky = Document("big-meta", "T", "short text", 1, {"blob": "x" * limit})
+    report = index.apply([bulky])
+    assert report.upserted == 0 and index.get("big-meta") is None
+    assert [doc_id for doc_id, _ in report.rejected] == ["big-meta"]
+    assert "with its metadata" in report.rejected[0][1] and "SEMSEARCH_MAX_DOC_BYTES" in report.rejected[0][1]

@@ -65,3 +65,16 @@ def test_real_scifact_lines_parse() -> None:
             break
     assert len(events) == 50 and not skipped
     assert all(e.text and e.doc_id for e in events)
+
+
+def test_lines_beyond_the_json_parser_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    deep = b'{"_id": "deep", "text": "x", "metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    huge_int = b'{"_id": "int", "text": "x", "version": ' + b"9" * 5000 + b"}"
+    good = b'{"_id": "ok", "text": "fine"}'
+    corpus.write_bytes(b"\n".join([deep, huge_int, good]) + b"\n")
+    skipped = SkippedLines()
+    events = list(read_events(corpus, skipped))
+    assert [e.doc_id for e in events] == ["ok"]
+    assert [n for n, _ in skipped.lines] == [1, 2], skipped.summary()
+    assert all("cannot be parsed" in reason for _, reason in skipped.lines), skipped.summary()
