@@ -16,7 +16,7 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # Known benches first, in a sensible order (cheap -> expensive); then any other bench/*.py.
-KNOWN=(lexical core ingest crash_loop api_latency migration scale)
+KNOWN=(lexical core ingest crash_loop api_latency migration scale faults)
 # Arguments for benches whose defaults are not the size run_all should use.
 bench_args() {
     case "$1" in
