@@ -18,16 +18,21 @@ log = logging.getLogger(__name__)
 def index_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     stop = threading.Event()
+    abort_drain = threading.Event()  # an embedded broker's drain (see run_indexer)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():  # a second Ctrl-C: the user does not want to wait for the batch
+        if stop.is_set() and not abort_drain.is_set():  # a second Ctrl-C: stop draining
+            log.warning("%s again: aborting the drain; events not yet indexed are lost", signal.Signals(signum).name)
+            abort_drain.set()
+            return
+        if stop.is_set():  # a third: the user does not want to wait for the batch
             raise KeyboardInterrupt
         log.info("%s: finishing the current batch and writing a final snapshot", signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        run_indexer(settings, stop)
+        run_indexer(settings, stop, abort_drain=abort_drain)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

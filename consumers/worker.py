@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from consumers.dead_letter import DeadLetterQueue
+from consumers.log_end import log_end_offsets
 from consumers.metrics import WorkerMetrics
 from consumers.operators import apply_segments, split_batch
 from consumers.source import KafkaSource, Offsets, copy_offsets
@@ -42,11 +43,28 @@ SNAPSHOT_RETRY_MAX_S = 60.0
 
 # Manifest `extra` key: the Kafka cluster whose log the manifest's offsets point into.
 CLUSTER_KEY = "kafka_cluster_id"
+# drain(): how long the log-end probe may take, and how often progress is logged.
+_DRAIN_PROBE_S = 30.0
+_DRAIN_LOG_S = 5.0
 
 
 def default_group_id(index_id: str) -> str:
     """One group per index: a shadow index consumes the same topic independently of the live one."""
     return f"semsearch-{index_id}"
+
+
+@dataclass
+class DrainReport:
+    """How a drain ended; `not_indexed` maps partition -> [first, end) offsets left behind."""
+
+    complete: bool
+    events: int
+    seconds: float
+    not_indexed: dict[int, tuple[int, int]]
+
+    @property
+    def lost(self) -> int:
+        return sum(end - first for first, end in self.not_indexed.values())
 
 
 @dataclass
@@ -86,6 +104,7 @@ class IndexWorker:
         self.index = index
         self.store = store
         self.settings = settings
+        self.bootstrap = bootstrap  # drain(): a probe consumer reads where the log ends
         # Not settings.group_id: one process may run several workers (live, shadow, rollback
         # targets) and each index needs its own group; run_indexer passes SEMSEARCH_GROUP_ID
         # explicitly for the index it owns.
@@ -340,20 +359,104 @@ class IndexWorker:
         lags = self.source.lag()
         return bool(lags) and not any(lags.values()) and not self.dirty
 
-    def run(self, stop_event: threading.Event) -> None:
+    def run(
+        self,
+        stop_event: threading.Event,
+        *,
+        drain_timeout_s: float | None = None,
+        abort_drain: threading.Event | None = None,
+    ) -> None:
         """Step until `stop_event` is set; then finish with a final snapshot and close.
 
-        On an exception nothing more is written: the newest snapshot is consistent, and the
-        in-memory index may not be.
+        With `drain_timeout_s` (a memory-only broker, see drain()) the stop first consumes to
+        the end of the log, for at most that long. On an exception nothing more is written: the
+        newest snapshot is consistent, and the in-memory index may not be.
         """
         log.info("index %s: consuming %s as group %s", self.index.index_id, self.settings.docs_topic, self.group_id)
         try:
             while not stop_event.is_set():
                 self.step()
+            if drain_timeout_s is not None:
+                self.drain(time.monotonic() + drain_timeout_s, abort_drain)
         except BaseException:
             self.close(final_snapshot=False)
             raise
         self.close()
+
+    def drain(self, deadline: float, abort: threading.Event | None = None) -> DrainReport:
+        """Consume every partition of `docs` to where its log ends now, before the broker stops.
+
+        Why: the embedded broker keeps events in memory only, so whatever it acknowledged and
+        this worker has not applied is gone once it stops. The targets are the high watermarks
+        read right after the stop (consumers/log_end.py; Tansu's watermark queries are wrong),
+        for every partition of the topic - also those this consumer was never assigned or never
+        read, whose assignment the steps below wait for. Ends at `deadline` (monotonic) or when
+        `abort` is set, then says loudly which offsets were not indexed. The caller snapshots.
+        """
+        topic = self.settings.docs_topic
+        started = time.monotonic()
+        ends = log_end_offsets(
+            self.bootstrap,
+            topic,
+            self.offsets.get(topic, {}),
+            timeout_s=max(1.0, min(_DRAIN_PROBE_S, deadline - started)),
+            abort=abort,
+        )
+
+        def remaining() -> dict[int, tuple[int, int]]:
+            positions = self.source.positions.get(topic, {})
+            left = {p: (positions.get(p, low), high) for p, (low, high) in ends.items()}
+            return {p: span for p, span in left.items() if span[1] > span[0]}
+
+        events = 0
+        next_log = started + _DRAIN_LOG_S
+        left = remaining()
+        if left:
+            log.info(
+                "index %s: draining %d event(s) of %s before the embedded broker stops (until %s; "
+                "Ctrl-C again to abort)",
+                self.index.index_id,
+                sum(high - position for position, high in left.values()),
+                topic,
+                time.strftime("%H:%M:%S", time.localtime(time.time() + deadline - started)),
+            )
+        while left and ends and time.monotonic() < deadline and not (abort is not None and abort.is_set()):
+            events += self.step().events
+            left = remaining()
+            if left and time.monotonic() >= next_log:
+                unassigned = sorted(p for p in left if (topic, p) not in self.source.assigned)
+                log.info(
+                    "index %s: draining, %d event(s) left in %s%s",
+                    self.index.index_id,
+                    sum(high - position for position, high in left.values()),
+                    ", ".join(f"{topic}[{p}]" for p in sorted(left)),
+                    f" (waiting for the assignment of {unassigned})" if unassigned else "",
+                )
+                next_log = time.monotonic() + _DRAIN_LOG_S
+        report = DrainReport(
+            complete=bool(ends) and not left,
+            events=events,
+            seconds=time.monotonic() - started,
+            not_indexed={p: span for p, span in left.items()},
+        )
+        if report.complete:
+            log.info("index %s: drained %d event(s) in %.1fs", self.index.index_id, events, report.seconds)
+        else:
+            why = "aborted" if abort is not None and abort.is_set() else "deadline passed"
+            if not ends:
+                why = "the end of the log could not be read"
+            log.error(
+                "index %s: drain incomplete (%s after %.1fs): %d acknowledged event(s) were NOT indexed "
+                "and are lost when the embedded broker stops: %s. Publish those documents again "
+                "after the restart.",
+                self.index.index_id,
+                why,
+                report.seconds,
+                report.lost,
+                "; ".join(f"{topic}[{p}] offsets {a}..{b - 1}" for p, (a, b) in sorted(left.items()))
+                or f"every partition of {topic} (unknown)",
+            )
+        return report
 
     def close(self, *, final_snapshot: bool = True) -> None:
         if self._closed:

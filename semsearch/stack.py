@@ -6,7 +6,16 @@ first run to one command on a fresh machine; every part is the same code that ru
 in production (`semsearch index`, `semsearch serve`), so nothing here is a demo-only path.
 
 Shutdown order on Ctrl-C / SIGTERM: the API stops taking requests, the indexer finishes its
-batch and writes a final snapshot, then the broker and Redis stop (Redis flushes to disk).
+batch - and, with the embedded (memory-only) broker, first drains every partition of `docs` to
+its end, for at most SEMSEARCH_DRAIN_TIMEOUT_S; a second Ctrl-C aborts the drain - and writes a
+final snapshot, then the broker and Redis stop (Redis flushes to disk).
+
+The indexer is supervised: an exception in it is logged, counted
+(`semsearch_indexer_restarts`, `semsearch_indexer_up` on the indexer's metrics endpoint) and the
+indexer restarted from its newest snapshot after 1 s, 2 s, ... up to 60 s, while the broker (and
+with it the dead-letter topic and every event not yet indexed), Redis and the API stay up.
+`semsearch index` on its own does not do this: it exits non-zero and leaves restarts to its
+orchestrator, as a production process should.
 
 The indexer does not touch Redis, so `up` names the index active on first start: once the
 configured model's index has its first snapshot, it sets the pointer with compare-and-set from
@@ -17,17 +26,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import signal
 import threading
+import time
 from contextlib import ExitStack
+from types import FrameType
 from typing import Any
+
+from prometheus_client import Counter, Gauge
 
 from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _POINTER_POLL_S = 0.5
-_INDEXER_STOP_TIMEOUT_S = 120.0
+# Beyond the drain: finishing a batch and writing the final snapshot.
+_INDEXER_STOP_MARGIN_S = 120.0
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+# An indexer that ran this long before failing starts the backoff from RESTART_MIN_S again.
+_HEALTHY_RUN_S = 120.0
+
+INDEXER_UP = Gauge("semsearch_indexer_up", "1 while `semsearch up`'s indexer runs, 0 while it waits to restart.")
+INDEXER_RESTARTS = Counter(
+    "semsearch_indexer_restarts", "Restarts of `semsearch up`'s indexer after an exception, by exception type.", ["error"]
+)
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +100,93 @@ def set_pointer_when_indexed(settings: Settings, index_id: str, stop: threading.
         pointer.close()
 
 
+class IndexerSupervisor:
+    """Runs `run_indexer` in a thread and restarts it after an exception (see module doc).
+
+    `last_error` is the newest failure (None once a restart has run for a while), for the log
+    and for tests; the metrics carry it to dashboards.
+    """
+
+    def __init__(
+        self, settings: Settings, stop: threading.Event, *, memory_only_broker: bool, drain_timeout_s: float
+    ) -> None:
+        self.settings = settings
+        self.drain_timeout_s = drain_timeout_s
+        self.stop = stop
+        self.abort_drain = threading.Event()
+        self.memory_only_broker = memory_only_broker
+        self.restarts = 0
+        self.last_error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="indexer")
+
+    def start(self) -> IndexerSupervisor:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from consumers.service import run_indexer
+
+        delay = RESTART_MIN_S
+        give_up_at: float | None = None  # once stopped: retry a failed drain until its deadline
+        while True:
+            started = time.monotonic()
+            INDEXER_UP.set(1)
+            try:
+                run_indexer(
+                    self._settings_for_attempt(),
+                    self.stop,
+                    memory_only_broker=self.memory_only_broker,
+                    abort_drain=self.abort_drain,
+                )
+                return
+            except Exception as exc:
+                INDEXER_UP.set(0)
+                self.last_error = exc
+                INDEXER_RESTARTS.labels(type(exc).__name__).inc()
+                if time.monotonic() - started >= _HEALTHY_RUN_S:
+                    delay = RESTART_MIN_S
+                if self.stop.is_set():
+                    give_up_at = give_up_at or time.monotonic() + self.drain_timeout_s
+                    if not self.memory_only_broker or self.abort_drain.is_set() or time.monotonic() >= give_up_at:
+                        log.exception("the indexer failed while stopping; its newest snapshot is what stays")
+                        return
+                self.restarts += 1
+                log.exception(
+                    "the indexer failed (restart %d); restarting it from its newest snapshot in %.0fs - "
+                    "the broker, Redis and the API stay up",
+                    self.restarts,
+                    delay,
+                )
+                # Stopped with a memory-only broker: the restart drains; abort_drain cuts it short.
+                (self.abort_drain if self.stop.is_set() else self.stop).wait(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
+
+    def _settings_for_attempt(self) -> Settings:
+        """A restart on the embedded broker joins a consumer group of its own.
+
+        Tansu can leave a group stuck after a member closed mid-join (a failed start): the next
+        member then never gets an assignment. Groups only make lag visible (offsets are the
+        snapshot's), and a memory-only broker's groups die with it, so a fresh group costs
+        nothing there; with Apache Kafka the configured group is kept.
+        """
+        if not self.memory_only_broker or not self.restarts:
+            return self.settings
+        from consumers.worker import default_group_id
+        from indexer.model import load_model
+
+        base = self.settings.group_id or default_group_id(
+            load_model(self.settings.model, memory_mb=self.settings.embed_memory_mb).index_id
+        )
+        return self.settings.with_overrides(group_id=f"{base}-restart-{self.restarts}")
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the indexer to finish (polling, so the main thread keeps handling signals)."""
+        deadline = time.monotonic() + timeout_s
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            self.thread.join(0.2)
+        return not self.thread.is_alive()
+
+
 def banner(settings: Settings, api: str, *, broker_embedded: bool, redis_embedded: bool) -> str:
     from semsearch.embedded.redis import describe_url
 
@@ -103,7 +213,7 @@ def banner(settings: Settings, api: str, *, broker_embedded: bool, redis_embedde
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from consumers.service import run_indexer
+    from consumers.service import drain_timeout_from_env
     from indexer.model import load_model
     from query_api.app import create_app
     from query_api.commands import api_url, bind_socket, make_server
@@ -114,8 +224,8 @@ def run_up(args: argparse.Namespace) -> int:
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
     sock = bind_socket(host, port)  # fail before starting anything if the port is taken
+    drain_timeout_s = drain_timeout_from_env()
     stop = threading.Event()
-    failed: list[BaseException] = []
     with ExitStack() as stack:
         stack.callback(sock.close)
         bootstrap, broker = resolve_bootstrap(settings)
@@ -130,22 +240,12 @@ def run_up(args: argparse.Namespace) -> int:
 
         server = make_server(create_app(settings))
 
-        def indexer() -> None:
-            try:
-                run_indexer(settings, stop)
-            except BaseException as exc:
-                failed.append(exc)
-                log.exception("the indexer stopped with an error; shutting the stack down")
-                server.should_exit = True
-
-        threads = [
-            threading.Thread(target=indexer, name="indexer"),
-            threading.Thread(
-                target=set_pointer_when_indexed, args=(settings, model.index_id, stop), name="pointer", daemon=True
-            ),
-        ]
-        for thread in threads:
-            thread.start()
+        supervisor = IndexerSupervisor(
+            settings, stop, memory_only_broker=broker is not None, drain_timeout_s=drain_timeout_s
+        ).start()
+        threading.Thread(
+            target=set_pointer_when_indexed, args=(settings, model.index_id, stop), name="pointer", daemon=True
+        ).start()
         print(
             banner(settings, api_url(sock), broker_embedded=broker is not None, redis_embedded=embedded_redis is not None),
             flush=True,
@@ -153,12 +253,30 @@ def run_up(args: argparse.Namespace) -> int:
         try:
             server.run(sockets=[sock])
         finally:
-            log.info("stopping: waiting for the indexer to finish its batch and snapshot")
-            stop.set()
-            threads[0].join(_INDEXER_STOP_TIMEOUT_S)
-            if threads[0].is_alive():
-                log.error("the indexer did not stop within %.0fs; exiting anyway", _INDEXER_STOP_TIMEOUT_S)
-    if failed:
-        print(f"semsearch up: the indexer failed: {failed[0]}", file=sys.stderr)
-        return 1
+            # uvicorn has restored the default handlers; from here a signal aborts the drain.
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                if supervisor.abort_drain.is_set():
+                    raise KeyboardInterrupt
+                log.warning("%s again: aborting the drain; events not yet indexed are lost", signal.Signals(signum).name)
+                supervisor.abort_drain.set()
+
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                if broker is not None and drain_timeout_s > 0:
+                    log.info(
+                        "stopping: the indexer drains the embedded broker (up to %.0fs; Ctrl-C again to abort), "
+                        "then snapshots",
+                        drain_timeout_s,
+                    )
+                else:
+                    log.info("stopping: waiting for the indexer to finish its batch and snapshot")
+                stop.set()
+                timeout_s = drain_timeout_s + _INDEXER_STOP_MARGIN_S
+                if not supervisor.join(timeout_s):
+                    log.error("the indexer did not stop within %.0fs; exiting anyway", timeout_s)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+    if supervisor.last_error is not None and supervisor.restarts and not supervisor.thread.is_alive():
+        log.info("the indexer failed %d time(s) during this run; last: %s", supervisor.restarts, supervisor.last_error)
     return 0

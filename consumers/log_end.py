@@ -1,0 +1,87 @@
+"""Where the log of a topic ends right now, read the one way that is right on Tansu too.
+
+Why not ListOffsets / `get_watermark_offsets(cached=False)`: the embedded broker (Tansu) answers
+them with a wrong high watermark (1 for every partition, however many records it holds). The
+watermarks that *fetch responses* carry are right on Tansu and on Apache Kafka alike, so a
+short-lived probe consumer fetches once from every partition and reads the watermarks cached
+from those responses. A fresh consumer's first fetch happens after this call started, so every
+record the broker acknowledged before the call is below the high watermark returned.
+
+The probe is tiny on purpose (a few KiB fetched per partition, no group): it runs once per drain,
+not per batch; the worker's lag metric keeps using its own consumer's cached watermarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+_PROBE_POLL_S = 0.05
+
+
+def log_end_offsets(
+    bootstrap: str,
+    topic: str,
+    positions: Mapping[int, int] | None = None,
+    *,
+    timeout_s: float = 30.0,
+    abort: threading.Event | None = None,
+) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark of every partition of `topic`, as of a fetch made after the call.
+
+    `positions` (next offset per partition, e.g. a worker's) is where the probe fetches from, so
+    it reads at most a few records of each; partitions without one are fetched from the start.
+    A partition whose watermarks did not arrive within `timeout_s` is missing from the result.
+    """
+    positions = positions or {}
+    deadline = time.monotonic() + timeout_s
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            # Never joins: assign() below. The id only labels the connection in broker logs.
+            "group.id": "semsearch-log-end-probe",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "max.partition.fetch.bytes": 4096,
+            "queued.max.messages.kbytes": 64,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException as exc:
+            log.error("cannot read the partitions of %s: %s", topic, exc)
+            return {}
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            log.error("topic %s is not known to the broker (%s)", topic, getattr(described, "error", None))
+            return {}
+        partitions = sorted(described.partitions)
+        consumer.assign([TopicPartition(topic, p, positions.get(p, OFFSET_BEGINNING)) for p in partitions])
+        found: dict[int, tuple[int, int]] = {}
+        while len(found) < len(partitions) and time.monotonic() < deadline:
+            if abort is not None and abort.is_set():
+                break
+            consumer.poll(_PROBE_POLL_S)  # records are discarded: only the watermarks matter
+            for partition in partitions:
+                if partition in found:
+                    continue
+                with contextlib.suppress(KafkaException):
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                    if high is not None and high >= 0:
+                        found[partition] = (max(0, low), high)
+        missing = [p for p in partitions if p not in found]
+        if missing:
+            log.error("no fetch response from %s partition(s) %s within %.0fs", topic, missing, timeout_s)
+        return found
+    finally:
+        with contextlib.suppress(RuntimeError):
+            consumer.close()
