@@ -9,6 +9,15 @@ What it does, in one thread plus one thread per extra index:
   `rollback` → the pointer's atomic rollback. Requests are handled once: each is recorded in
   Redis (`<ns>:requests`) before its offset is committed, so a new consumer group replaying
   the topic from the beginning re-runs nothing. Its own `gate-report`/`flip` events are ignored.
+- a model migration can take many minutes, far beyond max.poll.interval.ms, so the control
+  consumer never runs one itself: it records the request as *pending* in Redis
+  (`<ns>:requests:pending`, the raw event), commits the control offset, and keeps polling (the
+  consumer stays in its group). One executor thread runs pending requests one at a time, oldest
+  first; a request that arrives meanwhile waits (logged as queued). Pending requests survive a
+  restart and are resumed by the next executor. Rollbacks are quick (Redis only) and are
+  handled by the control loop directly, so they are never stuck behind a migration.
+- a failure of the control loop is logged, exported (`semsearch_migration_service_up` = 0) and the
+  loop restarted after RESTART_DELAY_S instead of silently ending.
 - keeps fresh every index that may be served: the active one and every rollback target in the
   pointer's history that is still registered. The configured model's index is the main
   worker's; every other one gets an IndexWorker of its own here (its model loaded from the
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +37,7 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Gauge
 
 from consumers.migration_status import MIGRATIONS, MigrationStatus
 from consumers.migrator import Migrator
@@ -47,6 +58,17 @@ log = logging.getLogger(__name__)
 CONTROL_GROUP = "semsearch-migrator"
 RESCAN_S = 10.0
 RESTART_DELAY_S = 5.0
+
+SERVICE_UP = Gauge(
+    "semsearch_migration_service_up",
+    "1 while the control consumer (model upgrades, rollbacks) runs, 0 while it is restarting.",
+)
+MIGRATIONS_PENDING = Gauge(
+    "semsearch_migrations_pending", "Model-upgrade requests accepted and not finished yet."
+)
+
+
+_IDLE_STATES = ("idle", "flipped", "rejected", "superseded", "failed", "aborted")
 
 
 def request_key(event: ModelUpgrade | Rollback) -> str:
@@ -84,7 +106,10 @@ class MigrationService:
         self.status = MigrationStatus(self.pointer, settings.data_dir)
         self._kept: dict[str, _Kept] = {}
         self._lock = threading.Lock()
+        self.pending_key = f"{namespace}:requests:pending"
         self._thread: threading.Thread | None = None
+        self._executor: threading.Thread | None = None
+        self._work: queue.Queue[str] = queue.Queue()  # request keys, in pending_key
         self._stop = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -92,12 +117,20 @@ class MigrationService:
         self._stop = stop
         self._thread = threading.Thread(target=self._main, name="migrations", daemon=True)
         self._thread.start()
+        self._executor = threading.Thread(target=self._execute, name="migration-executor", daemon=True)
+        self._executor.start()
         return self
+
+    @property
+    def control_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def join(self, timeout_s: float = 60.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._executor is not None:
+            self._executor.join(timeout_s)
         for kept in list(self._kept.values()):
             kept.stop.set()
             kept.thread.join(timeout_s)
@@ -109,6 +142,20 @@ class MigrationService:
             return {i for i, k in self._kept.items() if k.thread.is_alive()}
 
     def _main(self) -> None:
+        """The control loop, restarted after any failure until the service stops."""
+        while not self._stop.is_set():
+            SERVICE_UP.set(1)
+            try:
+                self._control_loop()
+            except Exception:
+                log.exception(
+                    "the migration control loop failed; model upgrades are not handled - restarting it in %.0fs",
+                    RESTART_DELAY_S,
+                )
+            SERVICE_UP.set(0)
+            self._stop.wait(RESTART_DELAY_S)
+
+    def _control_loop(self) -> None:
         publisher: Publisher | None = None
         consumer: Consumer | None = None
         try:
@@ -122,16 +169,6 @@ class MigrationService:
                 }
             )
             consumer.subscribe([self.settings.control_topic])
-            migrator = Migrator(
-                self.settings,
-                bootstrap=self.bootstrap,
-                pointer=self.pointer,
-                cache=self.cache,
-                status=self.status,
-                publisher=publisher,
-                stop=self._stop,
-                writers={self.owned},
-            )
             log.info("migrations: listening on %s", self.settings.control_topic)
             next_scan = 0.0
             while not self._stop.is_set():
@@ -142,7 +179,7 @@ class MigrationService:
                 if message is None:
                     continue
                 try:
-                    self._on_message(consumer, message, migrator, publisher)
+                    self._on_message(consumer, message, publisher)
                 except (redis.RedisError, OSError) as exc:
                     # Not committed: read it again once Redis answers.
                     log.error(
@@ -154,13 +191,11 @@ class MigrationService:
                     consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
                     self._stop.wait(RESTART_DELAY_S)
                 except KafkaException:
-                    raise  # a fatal consumer error: nothing more can be read
+                    raise  # a fatal consumer error: nothing more can be read (restarted by _main)
                 except Exception:
                     # A bug handling one request must not stop migrations for good: skip it.
                     log.exception("control event at offset %s skipped", message.offset())
                     consumer.commit(message=message, asynchronous=False)
-        except Exception:
-            log.exception("the migration service stopped; model upgrades are not handled")
         finally:
             if consumer is not None:
                 consumer.close()
@@ -168,9 +203,7 @@ class MigrationService:
                 publisher.close()
 
     # -- control events ---------------------------------------------------------------------
-    def _on_message(
-        self, consumer: Consumer, message: Message, migrator: Migrator, publisher: Publisher
-    ) -> None:
+    def _on_message(self, consumer: Consumer, message: Message, publisher: Publisher) -> None:
         error = message.error()
         if error is not None:
             if error.fatal():
@@ -188,12 +221,101 @@ class MigrationService:
             key = request_key(event)
             if self.pointer.client.hexists(self.requests_key, key):
                 log.info("control: %s was handled before; skipping", key)
-            else:
-                result = self._handle(event, migrator, publisher)
-                if result is None:  # aborted by shutdown: handled again after the restart
-                    return
+            elif self.pointer.client.hexists(self.pending_key, key):
+                log.info("control: %s is already accepted; skipping", key)
+            elif isinstance(event, Rollback):
+                result = self._rollback(event, publisher)
                 self.pointer.client.hset(self.requests_key, key, json.dumps(result, default=str))
+            else:
+                # Durably accepted before the commit: the executor (now or after a restart) runs it.
+                raw = message.value() or b""
+                self.pointer.client.hset(self.pending_key, key, raw)
+                self._enqueue(key)
         consumer.commit(message=message, asynchronous=False)
+
+    # -- the executor: one migration at a time ------------------------------------------------
+    def _enqueue(self, key: str) -> None:
+        busy = self._work.qsize() or self.status.current.get("state") not in (None, *_IDLE_STATES)
+        self._work.put(key)
+        MIGRATIONS_PENDING.set(self._work.qsize())
+        if busy:
+            log.info("control: %s accepted and queued behind %d other request(s)", key, self._work.qsize() - 1)
+        else:
+            log.info("control: %s accepted", key)
+
+    def _resume_pending(self) -> None:
+        """Requests accepted before a restart (oldest first) go to the new executor."""
+        pending = self.pointer.client.hgetall(self.pending_key)
+        keys = sorted((k.decode() if isinstance(k, bytes) else str(k)) for k in pending)
+        queued = set(self._work.queue)
+        for key in keys:
+            if key not in queued:
+                log.info("control: resuming %s, accepted before a restart", key)
+                self._work.put(key)
+        MIGRATIONS_PENDING.set(self._work.qsize())
+
+    def _execute(self) -> None:
+        """Runs accepted model upgrades one at a time, with a publisher and Migrator of its own."""
+        publisher: Publisher | None = None
+        try:
+            publisher = Publisher(self.bootstrap)
+            migrator = Migrator(
+                self.settings,
+                bootstrap=self.bootstrap,
+                pointer=self.pointer,
+                cache=self.cache,
+                status=self.status,
+                publisher=publisher,
+                stop=self._stop,
+                writers={self.owned},
+            )
+            self._run_pending(migrator, publisher)
+        except Exception:
+            log.exception("the migration executor stopped; accepted upgrades stay pending until a restart")
+        finally:
+            if publisher is not None:
+                publisher.close()
+
+    def _run_pending(self, migrator: Migrator, publisher: Publisher) -> None:
+        resumed = False
+        while not self._stop.is_set():
+            if not resumed:
+                try:
+                    self._resume_pending()
+                    resumed = True
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("cannot read pending requests yet (%s); retrying", exc)
+                    self._stop.wait(RESTART_DELAY_S)
+                    continue
+            try:
+                key = self._work.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                raw = self.pointer.client.hget(self.pending_key, key)
+                if raw is None:  # finished by an earlier executor
+                    continue
+                event = decode_control_event(raw)
+                assert isinstance(event, ModelUpgrade)
+                result = self._handle(event, migrator, publisher)
+                if result is None:  # aborted by shutdown: stays pending, resumed after the restart
+                    continue
+                self.pointer.client.hset(self.requests_key, key, json.dumps(result, default=str))
+                self.pointer.client.hdel(self.pending_key, key)
+            except (redis.RedisError, OSError) as exc:
+                log.error("request %s not finished (%s); it stays pending and is retried", key, exc)
+                self._stop.wait(RESTART_DELAY_S)
+                self._work.put(key)
+            except Exception as exc:
+                log.exception("request %s failed", key)
+                try:
+                    failure = {"outcome": "failed", "message": f"{type(exc).__name__}: {exc}"}
+                    self.pointer.client.hset(self.requests_key, key, json.dumps(failure))
+                    self.pointer.client.hdel(self.pending_key, key)
+                except (redis.RedisError, OSError):
+                    log.error("could not record the failure of %s; it stays pending", key)
+            finally:
+                MIGRATIONS_PENDING.set(self._work.qsize())
 
     def _handle(
         self, event: ModelUpgrade | Rollback, migrator: Migrator, publisher: Publisher
