@@ -437,6 +437,57 @@ def _scenarios() -> list[dict[str, Any]]:
             "labels": {"instance": "api:8000"},
         },
         {
+            "alerts": {"SemsearchKafkaLogReset": "warning"},
+            "series": [
+                {
+                    "series": 'semsearch_log_reset_total{index_id="a",reason="cluster_changed"}',
+                    "values": "0x30 1x30",
+                },
+                {"series": 'semsearch_log_reset_total{index_id="b",reason="cluster_changed"}', "values": "2x60"},
+            ],
+            "quiet_at": "25m",
+            "firing_at": "35m",
+            "labels": {"index_id": "a", "reason": "cluster_changed"},
+        },
+        {
+            "alerts": {"SemsearchSnapshotFailing": "critical"},
+            "series": [
+                {"series": 'semsearch_snapshot_failures_total{index_id="a"}', "values": "0x20 0+1x30"},
+                {"series": 'semsearch_snapshot_failures_total{index_id="b"}', "values": "3x50"},
+            ],
+            "quiet_at": "15m",
+            "firing_at": "40m",
+            "labels": {"index_id": "a"},
+        },
+        {
+            "alerts": {"SemsearchIndexerRestarting": "critical"},
+            "series": [
+                {
+                    "series": 'semsearch_indexer_restarts_total{error="SnapshotWriteError"}',
+                    "values": "0x20 1 2 3 4 5 6x20",
+                },
+            ],
+            "quiet_at": "15m",
+            "firing_at": "28m",
+            "labels": {"error": "SnapshotWriteError"},
+        },
+        {
+            "alerts": {"SemsearchGenerationSkipped": "warning"},
+            "series": [
+                {"series": 'semsearch_generations_skipped_total{index_id="a"}', "values": "0x30 1x30"},
+            ],
+            "quiet_at": "25m",
+            "firing_at": "35m",
+            "labels": {"index_id": "a"},
+        },
+        {
+            "alerts": {"SemsearchMigrationServiceDown": "warning"},
+            "series": [{"series": "semsearch_migration_service_up", "values": "1x30 0x30"}],
+            "quiet_at": "25m",
+            "firing_at": "45m",
+            "labels": {},
+        },
+        {
             "alerts": {"SemsearchQueryLatencyHigh": "warning"},
             "series": _bucket_series(
                 "semsearch_query_seconds",
