@@ -4,12 +4,19 @@ Embedding is the bottleneck (~16 passages/s on two cores), so no text is ever em
 the same model: an updated document re-embeds only its changed chunks, a rebuild or a crash
 recovery re-embeds nothing, and a rollback migration is free. SQLite in WAL mode lets the
 indexer, a migrator and `semsearch build` share one cache file safely.
+
+The cache only saves work, so it never stops indexing: a read that fails (a locked or corrupt
+file) is a miss, and a write that fails (disk full) is logged and counted (`write_failures`) and
+costs a re-embedding later, never the batch. Snapshots, not the cache, are what must be durable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +31,9 @@ CREATE TABLE IF NOT EXISTS embeddings (
 ) WITHOUT ROWID
 """
 _LOOKUP_BATCH = 500
+_WARN_EVERY_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingCache:
@@ -38,6 +48,19 @@ class EmbeddingCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._db.commit()
+        self.read_failures = 0
+        self.write_failures = 0
+        self._warned_at: float | None = None
+
+    def _warn(self, what: str, exc: sqlite3.Error) -> None:
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "embedding cache %s: %s failed (%s); indexing goes on, affected chunks will be "
+                "embedded again (%d read / %d write failures so far)",
+                self.path, what, exc, self.read_failures, self.write_failures,
+            )
 
     def get_many(
         self, fingerprint: str, hashes: Sequence[str], dimension: int
@@ -48,11 +71,16 @@ class EmbeddingCache:
             for offset in range(0, len(unique), _LOOKUP_BATCH):
                 batch = unique[offset : offset + _LOOKUP_BATCH]
                 marks = ",".join("?" * len(batch))
-                rows = self._db.execute(
-                    "SELECT content_hash, vector FROM embeddings "
-                    f"WHERE fingerprint = ? AND content_hash IN ({marks})",
-                    (fingerprint, *batch),
-                ).fetchall()
+                try:
+                    rows = self._db.execute(
+                        "SELECT content_hash, vector FROM embeddings "
+                        f"WHERE fingerprint = ? AND content_hash IN ({marks})",
+                        (fingerprint, *batch),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    self.read_failures += 1
+                    self._warn("a read", exc)
+                    continue
                 for content_hash, blob in rows:
                     vector = np.frombuffer(blob, dtype=np.float32)
                     if vector.shape[0] == dimension:
@@ -66,11 +94,17 @@ class EmbeddingCache:
         if not rows:
             return
         with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings (fingerprint, content_hash, vector) VALUES (?, ?, ?)",
-                rows,
-            )
-            self._db.commit()
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO embeddings (fingerprint, content_hash, vector) VALUES (?, ?, ?)",
+                    rows,
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                self.write_failures += 1
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                self._warn("a write", exc)
 
     def count(self, fingerprint: str | None = None) -> int:
         with self._lock:

@@ -252,7 +252,14 @@ def decode_doc_event(key: bytes | str | None, value: bytes | str | None) -> DocE
     if "doc_id" not in row:
         raise EventError("'doc_id' is missing")
     doc_id = _doc_id(row["doc_id"])
-    if key_id is not None and key_id != doc_id:
+    if key_id is None:
+        # Kafka partitions by key: without it, versions of one document scatter over partitions
+        # (so over shards, and out of order), which no consumer can repair.
+        raise EventError(
+            f"the record has no key; publish with key = doc_id ({doc_id!r}) so that every version "
+            "of a document lands in the same partition, in order"
+        )
+    if key_id != doc_id:
         raise EventError(
             f"key {key_id!r} differs from doc_id {doc_id!r}; publish with key = doc_id so that "
             "every version of a document lands in the same partition, in order"

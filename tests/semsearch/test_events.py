@@ -96,10 +96,15 @@ def test_schema_violations_name_the_problem(key: bytes | None, value: bytes | No
     assert reason in caught.value.reason
 
 
-def test_keyless_json_event_is_accepted() -> None:
-    """A key is how Kafka partitions; tools that publish without one still produce valid events."""
-    event = decode_doc_event(None, b'{"op": "delete", "doc_id": "d1", "version": 4}')
-    assert event == DeleteEvent("d1", 4)
+def test_keyless_json_event_is_refused() -> None:
+    """A key is how Kafka partitions: without one, versions of a document scatter over partitions."""
+    for value in (
+        b'{"op": "delete", "doc_id": "d1", "version": 4}',
+        b'{"op": "upsert", "doc_id": "d1", "version": 4, "text": "x"}',
+    ):
+        with pytest.raises(EventError, match="no key; publish with key = doc_id"):
+            decode_doc_event(None, value)
+    assert decode_doc_event(b"d1", b'{"op": "delete", "doc_id": "d1", "version": 4}') == DeleteEvent("d1", 4)
 
 
 def test_control_events_round_trip() -> None:
