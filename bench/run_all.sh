@@ -27,9 +27,11 @@ if [[ $# -gt 0 ]]; then
     NAMES=("$@")
 else
     NAMES=("${KNOWN[@]}")
-    for script in bench/*.py; do
+    for script in bench/*.py bench/*/__main__.py; do
         [[ -e "$script" ]] || continue
-        name="$(basename "$script" .py)"
+        name="${script#bench/}"
+        name="${name%%/*}"
+        name="${name%.py}"
         [[ "$name" == _* ]] && continue
         [[ " ${KNOWN[*]} " == *" $name "* ]] || NAMES+=("$name")
     done
@@ -39,11 +41,16 @@ mkdir -p bench/results
 failed=()
 ran=()
 for name in "${NAMES[@]}"; do
-    if [[ ! -f "bench/$name.py" ]]; then
-        echo "== skip $name: bench/$name.py not present"
+    # A bench is a module (bench/NAME.py) or a package run by its __main__ (bench/NAME/).
+    if [[ -f "bench/$name.py" ]]; then
+        script="bench/$name.py"
+    elif [[ -f "bench/$name/__main__.py" ]]; then
+        script="bench/$name/"
+    else
+        echo "== skip $name: neither bench/$name.py nor bench/$name/__main__.py present"
         continue
     fi
-    echo "== bench/$name.py  ($(date '+%H:%M:%S'), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
+    echo "== $script  ($(date '+%H:%M:%S'), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
     started=$SECONDS
     # shellcheck disable=SC2046  # word splitting of the arguments is intended
     "$PYTHON" -m "bench.$name" $(bench_args "$name")
