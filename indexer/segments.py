@@ -17,70 +17,99 @@ faiss.omp_set_num_threads(1)  # queries are small; threads are better spent on e
 
 
 class LiveSegment:
-    """Exact inner-product search over appended vectors; every append is searchable at once."""
+    """Exact inner-product search over appended vectors; every append is searchable at once.
 
-    def __init__(self, dimension: int) -> None:
+    Rows live in capacity-doubling buffers, so an append costs amortized O(its rows) instead of
+    copying the whole segment per document; a delete moves the last row into the hole (two
+    position updates), so it never renumbers the segment. Only the filled prefix is searched.
+    """
+
+    def __init__(self, dimension: int, capacity: int = 64) -> None:
         self.dimension = dimension
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dimension), dtype=np.float32)
+        self._ids = np.zeros(capacity, dtype=np.int64)
+        self._vectors = np.zeros((capacity, dimension), dtype=np.float32)
+        self._count = 0
         self._position: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return int(self._ids.shape[0])
+        return self._count
 
     @property
     def ids(self) -> np.ndarray:
-        return self._ids
+        return self._ids[: self._count]
 
     @property
     def vectors(self) -> np.ndarray:
-        return self._vectors
+        return self._vectors[: self._count]
+
+    def _reserve(self, needed: int) -> None:
+        capacity = self._ids.shape[0]
+        if needed <= capacity:
+            return
+        capacity = max(needed, 2 * capacity, 64)
+        ids = np.zeros(capacity, dtype=np.int64)
+        vectors = np.zeros((capacity, self.dimension), dtype=np.float32)
+        ids[: self._count] = self._ids[: self._count]
+        vectors[: self._count] = self._vectors[: self._count]
+        self._ids, self._vectors = ids, vectors
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        base = len(self)
-        self._ids = np.concatenate([self._ids, ids.astype(np.int64)])
-        self._vectors = np.concatenate([self._vectors, vectors.astype(np.float32)])
+        n = int(ids.shape[0])
+        if n == 0:
+            return
+        base = self._count
+        self._reserve(base + n)
+        self._ids[base : base + n] = ids
+        self._vectors[base : base + n] = vectors
+        self._count = base + n
         for offset, chunk_id in enumerate(ids.tolist()):
             self._position[chunk_id] = base + offset
 
     def remove(self, ids: set[int]) -> int:
-        present = [i for i in ids if i in self._position]
-        if not present:
-            return 0
-        keep = ~np.isin(self._ids, np.asarray(present, dtype=np.int64))
-        self._ids = self._ids[keep]
-        self._vectors = self._vectors[keep]
-        self._position = {int(i): p for p, i in enumerate(self._ids.tolist())}
-        return len(present)
+        removed = 0
+        for chunk_id in ids:
+            position = self._position.pop(chunk_id, None)
+            if position is None:
+                continue
+            last = self._count - 1
+            if position != last:
+                moved = int(self._ids[last])
+                self._ids[position] = moved
+                self._vectors[position] = self._vectors[last]
+                self._position[moved] = position
+            self._count = last
+            removed += 1
+        return removed
 
     def contains(self, chunk_id: int) -> bool:
         return chunk_id in self._position
 
     def vector(self, chunk_id: int) -> np.ndarray:
-        return self._vectors[self._position[chunk_id]]
+        return self._vectors[self._position[chunk_id]].copy()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self)
+        n = self._count
         if n == 0 or k <= 0:
             empty = np.zeros((queries.shape[0], 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        scores = queries @ self._vectors.T
+        scores = queries @ self._vectors[:n].T
         k = min(k, n)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1)
         top = np.take_along_axis(top, order, axis=1)
-        return np.take_along_axis(top_scores, order, axis=1), self._ids[top]
+        return np.take_along_axis(top_scores, order, axis=1), self._ids[:n][top]
 
     def save(self, path: Path) -> None:
         with path.open("wb") as handle:
-            np.savez(handle, ids=self._ids, vectors=self._vectors)
+            np.savez(handle, ids=self.ids, vectors=self.vectors)
 
     @classmethod
     def load(cls, path: Path, dimension: int) -> LiveSegment:
-        segment = cls(dimension)
         with np.load(path) as data:
-            segment.add(data["ids"], data["vectors"])
+            ids, vectors = data["ids"], data["vectors"]
+            segment = cls(dimension, capacity=max(64, int(ids.shape[0])))
+            segment.add(ids, vectors)
         return segment
 
 
