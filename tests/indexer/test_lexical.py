@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 
 import numpy as np
+import pytest
 from rank_bm25 import BM25Okapi
 
 from indexer.analyzer import analyze, identifiers
@@ -96,3 +98,40 @@ def test_empty_and_unknown_queries() -> None:
     assert index.search("the of and", 5) == []  # only stopwords
     assert index.search("zzzz", 5) == []
     assert index.search("text", 0) == []
+
+
+def test_query_work_does_not_scale_with_the_largest_chunk_id() -> None:
+    index = LexicalIndex()
+    texts = _corpus(200, seed=17)
+    for i, text in enumerate(texts):
+        index.add(i if i < 100 else 4_000_000 + i, text)  # ids issued over a long history
+    query = "term1 term2 cancer gene"
+    first = index.search(query, 10)  # warms the pooled scratch array
+    tracemalloc.start()
+    try:
+        assert index.search(query, 10) == first
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000, peak  # a per-query array over 4M ids would be 16 MB
+
+
+def test_removes_are_constant_time_flags() -> None:
+    index = LexicalIndex()
+    texts = _corpus(300, seed=19)
+    for i, text in enumerate(texts):
+        index.add(i, text)
+    index.compact()
+    segments = index.segments
+    for i in range(0, 300, 2):
+        index.remove(i)  # no text needed, nothing rewritten (the old automatic compaction stalled)
+    assert index.segments is segments
+    rebuilt = LexicalIndex()
+    for i in range(1, 300, 2):
+        rebuilt.add(i, texts[i])
+    for query in ("term1 term2", "cancer gene virus"):
+        a, b = index.search(query, 20), rebuilt.search(query, 20)
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-5)
+    with pytest.raises(ValueError, match="never reused"):
+        index.add(0, "reused id")
