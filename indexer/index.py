@@ -226,7 +226,9 @@ class Index:
                 self._remove_chunks(self.documents.get(change.doc_id))
                 self._insert(change, chunked[change.doc_id], vectors)
                 report.upserted += 1
-            self.vectors.maybe_seal()
+        # Sealing, merging and retraining are computed outside the write lock (readers keep
+        # searching) and swapped in under it; apply runs in the index's only writer thread.
+        self.vectors.maintain(self.lock.writing)
         return report
 
     def _embed(

@@ -120,6 +120,7 @@ class SealedSegment:
         self.name = name
         self.index = index
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        self._sizes = self._list_sizes()
         self._ids = self._all_ids()
 
     @classmethod
@@ -132,8 +133,56 @@ class SealedSegment:
         vectors: np.ndarray,
     ) -> SealedSegment:
         ivf = faiss.IndexIVFFlat(quantizer, quantizer.d, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.is_trained = True  # the quantizer was trained once for the whole index
+        ivf.is_trained = True  # the quantizer is trained for the whole index
         ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        return cls(name, ivf)
+
+    @classmethod
+    def merge(
+        cls,
+        name: str,
+        quantizer: faiss.IndexFlatIP,
+        sources: list[SealedSegment],
+        dead: np.ndarray,
+    ) -> SealedSegment:
+        """One segment holding the alive vectors of `sources`, copied list by list.
+
+        The sources share `quantizer`, so no vector is re-assigned: merging costs a copy of
+        the vectors, not a pass through the quantizer.
+        """
+        nlist = sources[0].index.nlist
+        ivf = faiss.IndexIVFFlat(quantizer, quantizer.d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.is_trained = True
+        parts = []
+        for source in sources:
+            if source.index.nlist != nlist:
+                raise ValueError(f"{source.name} has {source.index.nlist} lists, not {nlist}")
+            ids, vectors = source.contents()
+            keep = ~np.isin(ids, dead) if len(dead) else np.ones(len(ids), dtype=bool)
+            offsets = np.concatenate([[0], np.cumsum(source._sizes)])
+            parts.append((ids, vectors, keep, offsets))
+        invlists = ivf.invlists
+        assert invlists is not None
+        total = 0
+        for list_no in range(nlist):
+            id_parts, vector_parts = [], []
+            for ids, vectors, keep, offsets in parts:
+                lo, hi = int(offsets[list_no]), int(offsets[list_no + 1])
+                if hi > lo:
+                    mask = keep[lo:hi]
+                    id_parts.append(ids[lo:hi][mask])
+                    vector_parts.append(vectors[lo:hi][mask])
+            if not id_parts:
+                continue
+            list_ids = np.ascontiguousarray(np.concatenate(id_parts), dtype=np.int64)
+            if not len(list_ids):
+                continue
+            codes = np.ascontiguousarray(np.concatenate(vector_parts), dtype=np.float32)
+            invlists.add_entries(
+                list_no, len(list_ids), faiss.swig_ptr(list_ids), faiss.swig_ptr(codes.view(np.uint8))
+            )
+            total += len(list_ids)
+        ivf.ntotal = total
         return cls(name, ivf)
 
     def __len__(self) -> int:
@@ -143,15 +192,40 @@ class SealedSegment:
     def ids(self) -> np.ndarray:
         return self._ids
 
+    def list_sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def _list_sizes(self) -> np.ndarray:
+        invlists = self.index.invlists
+        assert invlists is not None
+        return np.fromiter(
+            (invlists.list_size(i) for i in range(self.index.nlist)),
+            dtype=np.int64,
+            count=self.index.nlist,
+        )
+
     def _all_ids(self) -> np.ndarray:
         invlists = self.index.invlists
         assert invlists is not None
         parts = []
-        for list_no in range(self.index.nlist):
-            size = invlists.list_size(list_no)
-            if size:
-                parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+        for list_no in np.flatnonzero(self._sizes).tolist():
+            size = int(self._sizes[list_no])
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) in list order (the order of `ids`), copied out of the inverted lists."""
+        invlists = self.index.invlists
+        assert invlists is not None
+        d = self.index.d
+        vectors = np.empty((len(self._ids), d), dtype=np.float32)
+        at = 0
+        for list_no in np.flatnonzero(self._sizes).tolist():
+            size = int(self._sizes[list_no])
+            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * d * 4)
+            vectors[at : at + size] = codes.view(np.float32).reshape(size, d)
+            at += size
+        return self._ids, vectors
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         return (
@@ -168,6 +242,35 @@ class SealedSegment:
         if exclude is not None:
             params.sel = exclude
         scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
+
+    def search_assigned(
+        self,
+        queries: np.ndarray,
+        k: int,
+        assigned: tuple[np.ndarray, np.ndarray],
+        exclude: faiss.IDSelector | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scan only the lists the shared quantizer chose for `queries` (lists, their scores)."""
+        lists, coarse = assigned
+        n = queries.shape[0]
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(lists.shape[1])
+        if exclude is not None:
+            params.sel = exclude
+        scores = np.empty((n, k), dtype=np.float32)
+        ids = np.empty((n, k), dtype=np.int64)
+        self.index.search_preassigned_c(  # type: ignore[attr-defined]
+            n,
+            faiss.swig_ptr(queries),
+            k,
+            faiss.swig_ptr(lists),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(ids),
+            False,
+            params,
+        )
         return scores, ids
 
     def save(self, path: Path) -> None:

@@ -334,7 +334,8 @@ class SnapshotStore:
             vectors = index.vectors
             quantizer: dict[str, Any] | None = None
             if vectors.quantizer is not None:
-                quantizer = {"file": "segments/quantizer.faiss", "nlist": vectors.nlist}
+                # Versioned by name: a retrain is a new file, older generations keep theirs.
+                quantizer = vectors.quantizer_entry()
                 self._write_once(
                     self.root / quantizer["file"],
                     lambda p: faiss.write_index(vectors.quantizer, str(p)),
@@ -689,7 +690,7 @@ class SnapshotStore:
                 raise SnapshotError(f"{self.root} holds {manifest.index_id}, not {index.index_id}")
             loaded = {s.name: s for s in index.vectors.sealed}
             known = {s["file"] for s in manifest.segments if s["name"] in loaded}
-            if manifest.quantizer and index.vectors.quantizer is not None:
+            if manifest.quantizer and manifest.quantizer["file"] == index.vectors.quantizer_file:
                 known.add(manifest.quantizer["file"])
             self.verify(manifest, skip=known)
             self._install(index, manifest, sealed=loaded)
@@ -712,7 +713,7 @@ class SnapshotStore:
             if not (skip and s["file"] in skip)
         ]
         quantizer: Any = None
-        if manifest.quantizer and index.vectors.quantizer is None:
+        if manifest.quantizer and manifest.quantizer["file"] != index.vectors.quantizer_file:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
         with index.lock.writing():
             self._update_lexical(index, documents)
@@ -724,7 +725,7 @@ class SnapshotStore:
                 if segment not in vectors.sealed:
                     vectors.attach(segment)
             if quantizer is not None:
-                vectors.quantizer, vectors.nlist = quantizer, int(manifest.quantizer["nlist"])  # type: ignore[index]
+                vectors.adopt_quantizer(quantizer, manifest.quantizer)  # type: ignore[arg-type]
             vectors.live = live
             vectors.tombstones = tombstones
             vectors._selector = None
