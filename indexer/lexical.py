@@ -31,6 +31,7 @@ removed, because the segments' removed-id lists are global.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import uuid
@@ -51,7 +52,7 @@ COMPACT_DEAD_FRACTION = 0.25
 BUFFER_CHUNKS = 1024
 # Merges of not-yet-persisted segments happen inside `add` (under the index's write lock) only up
 # to this size; bigger ones are the snapshot writer's, outside the lock.
-INLINE_MERGE_CHUNKS = 4096
+INLINE_MERGE_CHUNKS = 2048
 MAX_TF = 65535
 _TF = np.uint16
 
@@ -95,7 +96,7 @@ class Segment:
     ) -> None:
         self.name = name
         self.terms = terms
-        self.lookup = {t: i for i, t in enumerate(terms)}
+        self.lookup = dict(zip(terms, range(len(terms)), strict=True))
         self.offsets = offsets
         self.post_ids = post_ids
         self.post_tfs = post_tfs
@@ -148,11 +149,12 @@ class _Buffer:
     (O(buffer), at most BUFFER_CHUNKS chunks).
     """
 
-    __slots__ = ("chunk_ids", "ids", "lengths", "rows", "tfs", "vocabulary")
+    __slots__ = ("chunk_ids", "counter", "ids", "lengths", "rows", "tfs", "vocabulary")
 
     def __init__(self) -> None:
         self.vocabulary: dict[str, int] = {}
-        self.rows: array[int] = array("i")
+        self.counter = itertools.count()
+        self.rows: array[int] = array("q")
         self.ids: array[int] = array("q")
         self.tfs: array[int] = array("H")
         self.chunk_ids: array[int] = array("q")
@@ -165,16 +167,30 @@ class _Buffer:
         row = self.vocabulary.get(term)
         if row is None:
             return None
-        where = np.flatnonzero(np.frombuffer(self.rows, dtype=np.int32) == row)
+        where = np.flatnonzero(np.frombuffer(self.rows, dtype=np.int64) == row)
         return np.frombuffer(self.ids, dtype=np.int64)[where], np.frombuffer(self.tfs, dtype=_TF)[
             where
         ]
 
 
+def _group(first_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(stable order grouping postings by term, dense term row of each posting).
+
+    `rows` are counter values (sparse); `first_rows` the value each term got, increasing. A
+    gather through a table (O(n)) makes them dense; uint16 rows sort by radix (O(n)).
+    """
+    table = np.zeros(int(first_rows[-1]) + 1 if first_rows.size else 1, dtype=np.int64)
+    table[first_rows] = np.arange(first_rows.shape[0])
+    dense = table[rows]
+    small = dense.astype(np.uint16) if first_rows.shape[0] <= 65536 else dense
+    return np.argsort(small, kind="stable"), dense
+
+
 def _freeze(buffer: _Buffer, alive: np.ndarray, removed: np.ndarray) -> Segment:
     """The buffer as a segment, without the chunks that were removed while buffered."""
     terms = list(buffer.vocabulary)
-    rows = np.frombuffer(buffer.rows, dtype=np.int32)
+    first_rows = np.fromiter(buffer.vocabulary.values(), dtype=np.int64, count=len(terms))
+    rows = np.frombuffer(buffer.rows, dtype=np.int64)
     ids = np.frombuffer(buffer.ids, dtype=np.int64)
     tfs = np.frombuffer(buffer.tfs, dtype=_TF)
     chunk_ids = np.frombuffer(buffer.chunk_ids, dtype=np.int64).copy()
@@ -184,8 +200,8 @@ def _freeze(buffer: _Buffer, alive: np.ndarray, removed: np.ndarray) -> Segment:
         rows, ids, tfs = rows[keep], ids[keep], tfs[keep]
         live_chunks = alive[chunk_ids]
         chunk_ids, lengths = chunk_ids[live_chunks], lengths[live_chunks]
-    order = np.argsort(rows, kind="stable")
-    counts = np.bincount(rows, minlength=len(terms))
+    order, dense = _group(first_rows, rows)
+    counts = np.bincount(dense, minlength=len(terms))
     present = counts > 0
     if not present.all():
         terms = [t for t, p in zip(terms, present.tolist(), strict=True) if p]
@@ -223,16 +239,18 @@ def merge_segments(
             np.where(inside, alive[np.minimum(ids, alive_len - 1)], False) if alive_len else inside
         )
 
+    # Union vocabulary in first-seen order, mapped with C-level setdefault (see add_terms).
     row_of: dict[str, int] = {}
-    mapped = [
+    counter = itertools.count()
+    sparse = [
         np.fromiter(
-            (row_of.setdefault(t, len(row_of)) for t in seg.terms),
-            dtype=np.int64,
-            count=len(seg.terms),
+            map(row_of.setdefault, seg.terms, counter), dtype=np.int64, count=len(seg.terms)
         )
         for seg in segments
     ]
     vocabulary = list(row_of)
+    first_rows = np.fromiter(row_of.values(), dtype=np.int64, count=len(vocabulary))
+    mapped = [np.searchsorted(first_rows, rows) for rows in sparse]
     parts = []
     counts = np.zeros(len(vocabulary), dtype=np.int64)
     for seg, rows in zip(segments, mapped, strict=True):
@@ -392,13 +410,14 @@ class LexicalIndex:
         self._live_count += 1
         self._total_length += length
         buffer = self._view[1]
-        vocabulary = buffer.vocabulary
-        buffer.rows.extend([vocabulary.setdefault(t, len(vocabulary)) for t in counts])
+        # C-level setdefault with a running counter: a term's row is the counter value at its
+        # first occurrence (rows are increasing in vocabulary order, not dense; _freeze ranks).
+        buffer.rows.extend(map(buffer.vocabulary.setdefault, counts, buffer.counter))
         buffer.ids.extend([chunk_id] * len(counts))
-        tfs = list(counts.values())
-        if tfs and max(tfs) > MAX_TF:
-            tfs = [min(tf, MAX_TF) for tf in tfs]
-        buffer.tfs.extend(tfs)
+        if length > MAX_TF:
+            buffer.tfs.extend([min(tf, MAX_TF) for tf in counts.values()])
+        else:
+            buffer.tfs.extend(counts.values())
         buffer.chunk_ids.append(chunk_id)
         buffer.lengths.append(length)
         if len(buffer) >= BUFFER_CHUNKS:
