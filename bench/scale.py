@@ -2,8 +2,9 @@
 
 Embedding N chunks would take hours on two cores and says nothing about storage, so the corpus is
 synthetic but shaped like the real one: a SciFact sample (`--sample-docs`, a few hundred chunks)
-is embedded with the pinned model, and N vectors are drawn from a multivariate normal with the
-sample's mean and covariance, then L2-normalized (fixed seed). Texts are drawn from SciFact's own
+is embedded with the pinned model, and each of the N vectors is a sampled real embedding plus
+Gaussian noise of the sample's covariance shape (NOISE_SCALE), then L2-normalized (fixed seed):
+clustered like real embeddings, which a single Gaussian is not. Texts are drawn from SciFact's own
 word-frequency distribution (~150-word chunks, ~2 chunks per document), so BM25 postings have
 SciFact's shape.
 
@@ -75,9 +76,13 @@ FAISS_NPROBE = 8
 TITLE_WORDS = (6, 14)
 BODY_WORDS = (180, 330)
 QUERY_WORDS = (3, 6)
-# Weight of the fresh draw in a perturbed query vector: far enough from its seed chunk that the
-# top-10 is a real neighbourhood, not one duplicate and nine ties.
-QUERY_NOISE = 1.0
+# Noise around a sampled real embedding for each synthetic vector: 1.0 gives a median
+# nearest-neighbour cosine of 0.68 at 50k (the real sample's is 0.76) and raw IVF (4*sqrt(N)
+# lists, nprobe 8) recall@10 0.996, as on real MiniLM vectors.
+NOISE_SCALE = 1.0
+# Noise around its seed chunk for a query vector: far enough that the top-10 is a real
+# neighbourhood, not one duplicate and nine ties.
+QUERY_NOISE = 0.5
 
 
 def rss_bytes() -> int:
@@ -148,6 +153,7 @@ class Synthesizer:
         self.rng = np.random.default_rng(seed)
         self.dimension = int(sample.shape[1])
         self.mean = sample.mean(axis=0).astype(np.float64)
+        self.sample = sample.astype(np.float64)
         cov = np.cov(sample.astype(np.float64), rowvar=False)
         eigvals, eigvecs = np.linalg.eigh(cov)
         # A few hundred samples leave the covariance rank-deficient; clipping keeps the draw
@@ -160,10 +166,17 @@ class Synthesizer:
         self.content_cdf = np.cumsum(content_counts / content_counts.sum())
 
     def vectors(self, n: int) -> np.ndarray:
-        z = self.rng.standard_normal((n, self.dimension))
-        x = self.mean + z @ self.transform
+        # Real embeddings are clustered by topic; one Gaussian is not (raw IVF recall@10 was
+        # 0.3-0.4 on it at any sane nprobe, against ~0.99 on real MiniLM vectors). So each vector
+        # is a sampled real embedding plus noise of the sample's covariance shape.
+        centers = self.sample[self.rng.integers(0, len(self.sample), n)]
+        x = centers + NOISE_SCALE * self.noise(n)
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def noise(self, n: int) -> np.ndarray:
+        """Gaussian draws of the sample's covariance shape, centred on 0."""
+        return self.rng.standard_normal((n, self.dimension)) @ self.transform
 
     def _draw(self, cdf: np.ndarray, n: int) -> str:
         picks = np.searchsorted(cdf, self.rng.random(n), side="right")
@@ -478,7 +491,7 @@ def queries_phase(
 ) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]:
     """Project search latency/recall, and exact flat search as ground truth, one query at a time."""
     seeds = synth.rng.choice(len(ids), size=n, replace=False)
-    mixed = vectors[seeds] + QUERY_NOISE * synth.vectors(n)
+    mixed = vectors[seeds] + QUERY_NOISE * synth.noise(n)
     mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
     qvecs: np.ndarray = np.ascontiguousarray(mixed, dtype=np.float32)
     texts = [synth.query_text() for _ in range(n)]
