@@ -5,12 +5,23 @@ last) lists a checksum for every file it needs. A crash at any point therefore l
 previous generation intact, and the offsets in a manifest are exactly those whose events the
 generation contains (bytewax-style recovery: resume from the snapshot, not from Kafka commits).
 Sealed segments live in `segments/`, are written once and referenced by later generations.
+Documents live in `documents.sqlite` (indexer/documents.py: why SQLite, MVCC by generation): a
+generation commits only the documents changed since the previous one, in one SQLite transaction,
+before its manifest; the manifest names the store generation and its row counts, which loading
+verifies (SQLite's own page checks catch the rest; the writer runs `PRAGMA quick_check` when it
+opens). A refresh reads only the rows changed between its generation and the new one. Format 1
+(gen-*/documents.jsonl rewritten every generation) is migrated by the writer when it opens
+(`semsearch index`), refused by readers with a message that says so.
 
 What can go wrong on disk, and what happens then:
 - a write fails (disk full, I/O error): the temporary directory is removed and a SnapshotWriteError
   says what to do; readers keep the previous generation, the writer keeps its state and retries.
 - a manifest or generation file is corrupt: loading with `fallback` serves the newest generation
   that verifies, logging (and reporting through `on_skip`) each one skipped.
+- a crash between the SQLite commit and the manifest rename: readers read at their manifest's
+  generation and never see the extra rows; the writer rolls them back before committing again.
+- documents.sqlite is corrupt or truncated (every generation shares it): SnapshotError naming the
+  file and how to rebuild; nothing is served from it.
 - a sealed segment (shared by many generations, so falling back does not help) fails its checksum:
   the writer (`load(repair=True)`, only under the index's WriterLock) rebuilds its vectors from the
   document table and the embedding cache and publishes a new generation; readers never write.
@@ -38,10 +49,11 @@ import numpy as np
 
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
-from indexer.documents import DocumentTable
+from indexer.documents import DocumentStore, DocumentTable, StoreChanges
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
+from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
@@ -49,7 +61,8 @@ from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: documents in documents.sqlite (1: gen-*/documents.jsonl, migrated by the writer on open).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INDEX_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _GEN = re.compile(r"^gen-(\d{6,})$")
@@ -114,6 +127,8 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    # The document store generation this manifest reads (StoreStats.to_json); None in format 1.
+    documents: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -175,6 +190,18 @@ class SnapshotStore:
         self.segments_dir = self.root / "segments"
         self.pins = GenerationPins(self.root)
         self.last_repair: RepairReport | None = None
+        self.migrated_from: int | None = None  # the format-1 generation the writer migrated
+        self._documents: DocumentStore | None = None
+        self._writer_checked = False
+        self._writer_error: SnapshotError | None = None
+
+    def document_store(self, *, writer: bool = False) -> DocumentStore:
+        """The documents.sqlite of this directory (one connection per SnapshotStore); only the
+        writer (under the WriterLock) may create it or write to it."""
+        current = self._documents
+        if current is None or (writer and not current.writer):
+            current = self._documents = DocumentStore(self.root, writer=writer)
+        return current
 
     # -- listing --------------------------------------------------------------------------
     def generations(self) -> list[int]:
@@ -289,6 +316,8 @@ class SnapshotStore:
                 raise
             tmp = None
             _fsync_dir(self.root)
+            with index.lock.writing():
+                index.documents.committed(self.document_store(writer=True), generation)
         except BaseException as exc:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -347,11 +376,11 @@ class SnapshotStore:
                 segments.append({"name": segment.name, "file": rel, "count": len(segment)})
             vectors.live.save(tmp / "live.npz")
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
-            with (tmp / "documents.jsonl").open("w", encoding="utf-8") as handle:
-                index.documents.dump(handle)
+            documents = self._write_documents(index, generation)
+            self._write_lexical(index, tmp, files)
             counts = index.count().__dict__
             next_chunk_id = index.next_chunk_id
-        for name in ("live.npz", "tombstones.npy", "documents.jsonl"):
+        for name in ("live.npz", "tombstones.npy"):
             _fsync_file(tmp / name)
             files[f"GEN/{name}"] = {
                 "sha256": _sha256(tmp / name),
@@ -384,12 +413,25 @@ class SnapshotStore:
             offsets={t: dict(p) for t, p in (offsets or {}).items()},
             files=files,
             extra=extra or {},
+            documents=documents,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
         _fsync_file(manifest_path)
         _fsync_dir(tmp)
         return manifest
+
+    def _write_documents(self, index: Index, generation: int) -> dict[str, Any]:
+        """Commit the documents changed since the previous generation (one SQLite transaction,
+        O(changes)); rows a crashed attempt left above the newest manifest are rolled back in the
+        same transaction. Returns the manifest's `documents` entry."""
+        previous = self.latest_generation() or 0
+        store = self.document_store(writer=True)
+        return index.documents.commit(store, generation, previous).to_json()
+
+    def _write_lexical(self, index: Index, tmp: Path, files: dict[str, dict[str, Any]]) -> None:
+        """Call site for the lexical leg's persistence (indexer/lexical.py). Until it exists the
+        lexical index is not written: loading rebuilds it from the document store."""
 
     def _read_sidecar(self, rel: str) -> dict[str, Any] | None:
         # Sealed files never change, so their checksum is computed once and kept beside them.
@@ -472,6 +514,9 @@ class SnapshotStore:
                 referenced |= {s["file"] for s in manifest.segments}
                 if manifest.quantizer:
                     referenced.add(manifest.quantizer["file"])
+            if kept and (self.root / "documents.sqlite").is_file():
+                # Under the pins lock: no reader can pin a generation older than `kept` now.
+                self.document_store(writer=True).collect(min(kept))
             if self.segments_dir.is_dir():
                 for path in self.segments_dir.glob("*.faiss"):
                     rel = f"segments/{path.name}"
@@ -583,12 +628,54 @@ class SnapshotStore:
             settings = settings.with_overrides(
                 chunk_tokens=stored["chunk_tokens"], chunk_overlap=stored["chunk_overlap"]
             )
+            if repair:
+                self._open_writer_store()
             index = Index(model, settings, cache, canaries=canaries)
             index.index_id = manifest.index_id
-            self._install(index, manifest, sealed={}, skip=corrupt)
+            self._install(index, manifest, sealed={}, skip=corrupt, writer=repair)
+        if manifest.documents is None:
+            manifest = self._migrate(index, manifest)
         if corrupt:
             manifest = self._repair(index, manifest, sorted(corrupt))
         return index, manifest
+
+    def _open_writer_store(self) -> None:
+        """What the writer does once when it opens: undo rows a crash left above the newest
+        manifest, and let SQLite check its pages (O(file), so not on every reader load)."""
+        if self._writer_error is not None:
+            raise self._writer_error
+        if self._writer_checked:
+            return
+        store = self.document_store(writer=True)
+        try:
+            store.quick_check()
+            store.rollback_after(self.latest_generation() or 0)
+        except SnapshotError as exc:
+            self._writer_error = exc
+            raise
+        self._writer_checked = True
+
+    def _migrate(self, index: Index, manifest: Manifest) -> Manifest:
+        """Format 1 -> 2: the documents.jsonl just loaded becomes the store's first generation,
+        published as a new generation with the same offsets (the old ones stay until GC)."""
+        log.warning(
+            "generation %d of %s is format 1 (documents.jsonl); migrating its %d documents to "
+            "documents.sqlite",
+            manifest.generation,
+            self.root,
+            len(index.documents),
+        )
+        published = self.write(index, manifest.offsets, extra=manifest.extra)
+        self.migrated_from = manifest.generation
+        return published
+
+    def _format1_refused(self, manifest: Manifest) -> SnapshotError:
+        return SnapshotError(
+            f"generation {manifest.generation} of {self.root} was written in format 1 (documents "
+            "in gen-*/documents.jsonl), which readers no longer load; start the indexer of this "
+            "index (`semsearch index`), which migrates it when it opens, or rebuild it "
+            "(`semsearch build`)"
+        )
 
     def _repair(self, index: Index, manifest: Manifest, corrupt: list[str]) -> Manifest:
         """Rebuild the vectors of corrupt sealed segments and publish them as a new generation.
@@ -693,7 +780,7 @@ class SnapshotStore:
             if manifest.quantizer and manifest.quantizer["file"] == index.vectors.quantizer_file:
                 known.add(manifest.quantizer["file"])
             self.verify(manifest, skip=known)
-            self._install(index, manifest, sealed=loaded)
+            self._install(index, manifest, sealed=loaded, refresh=True)
         return manifest
 
     def _install(
@@ -702,9 +789,20 @@ class SnapshotStore:
         manifest: Manifest,
         sealed: dict[str, SealedSegment],
         skip: set[str] | None = None,
+        *,
+        writer: bool = False,
+        refresh: bool = False,
     ) -> None:
         gen_dir = self._gen_dir(manifest.generation)
-        documents = DocumentTable.load(gen_dir / "documents.jsonl")
+        changes: StoreChanges | None = None
+        if refresh and manifest.documents is not None:
+            changes = index.documents.delta(
+                self.document_store(), int(manifest.documents["generation"])
+            )
+        documents = lexical = None
+        if changes is None:
+            documents = self._open_documents(manifest, writer=writer)
+            lexical = self._load_lexical(index, manifest, documents)
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
@@ -716,7 +814,13 @@ class SnapshotStore:
         if manifest.quantizer and manifest.quantizer["file"] != index.vectors.quantizer_file:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
         with index.lock.writing():
-            self._update_lexical(index, documents)
+            if changes is not None:
+                assert manifest.documents is not None
+                index.documents.apply_delta(changes, int(manifest.documents["generation"]))
+                self._apply_lexical(index, changes)
+            else:
+                assert documents is not None and lexical is not None
+                index.documents, index.lexical = documents, lexical
             vectors = index.vectors
             for segment in list(vectors.sealed):
                 if segment not in segments:
@@ -729,20 +833,35 @@ class SnapshotStore:
             vectors.live = live
             vectors.tombstones = tombstones
             vectors._selector = None
-            index.documents = documents
             index.next_chunk_id = manifest.next_chunk_id
 
+    def _open_documents(self, manifest: Manifest, *, writer: bool) -> DocumentTable:
+        if manifest.documents is None:
+            if not writer:
+                raise self._format1_refused(manifest)
+            return DocumentTable.load(self._gen_dir(manifest.generation) / "documents.jsonl")
+        store = self.document_store(writer=writer)
+        return DocumentTable.open(store, int(manifest.documents["generation"]), manifest.documents)
+
     @staticmethod
-    def _update_lexical(index: Index, documents: DocumentTable) -> None:
-        """Apply only the documents whose version changed: BM25 is not rebuilt per refresh."""
-        old = index.documents
-        for record in old:
-            fresh = documents.get(record.doc_id)
-            if fresh is None or fresh.version != record.version:
-                for chunk in record.chunks:
-                    index.lexical.remove(chunk.chunk_id, record.chunk_text(chunk))
+    def _load_lexical(index: Index, manifest: Manifest, documents: DocumentTable) -> LexicalIndex:
+        """Call site for loading the persisted lexical leg (indexer/lexical.py). Until it exists
+        BM25 is rebuilt from the document store, streamed (texts never all in RAM)."""
+        lexical = LexicalIndex()
         for record in documents:
-            previous = old.get(record.doc_id)
-            if previous is None or previous.version != record.version:
-                for chunk in record.chunks:
-                    index.lexical.add(chunk.chunk_id, record.chunk_text(chunk))
+            full_text = record.full_text
+            for chunk in record.chunks:
+                lexical.add(chunk.chunk_id, full_text[chunk.start : chunk.end])
+        return lexical
+
+    @staticmethod
+    def _apply_lexical(index: Index, changes: StoreChanges) -> None:
+        """A refresh applies only the rows that changed: BM25 is not rebuilt per refresh."""
+        for record in changes.ended:
+            full_text = record.full_text
+            for chunk in record.chunks:
+                index.lexical.remove(chunk.chunk_id, full_text[chunk.start : chunk.end])
+        for record in changes.added:
+            full_text = record.full_text
+            for chunk in record.chunks:
+                index.lexical.add(chunk.chunk_id, full_text[chunk.start : chunk.end])
