@@ -528,10 +528,10 @@ class LexicalIndex:
         if self._live_count == 0 or k <= 0:
             return []
         segments, buffer = self._view
-        alive, length = self._alive, self._length
+        alive = self._alive
         n = float(self._live_count)
         avgdl = max(self._total_length / n, 1e-9)
-        per_term: list[tuple[np.ndarray, np.ndarray]] = []
+        terms: list[_QueryTerm] = []
         for term, weight in Counter(query_terms).items():
             found = self._postings(term, segments, buffer)
             if found is None:
@@ -541,40 +541,55 @@ class LexicalIndex:
             df = int(np.count_nonzero(keep))
             if df == 0:
                 continue
-            if df != ids.shape[0]:
-                ids, tfs = ids[keep], tfs[keep]
             idf = math.log1p((n - df + 0.5) / (df + 0.5))
-            tf = tfs.astype(np.float32)
-            norm = length[ids] * np.float32(K1 * B / avgdl) + np.float32(K1 * (1.0 - B))
-            per_term.append((ids, (tf * np.float32(weight * idf * (K1 + 1.0))) / (tf + norm)))
-        if not per_term:
+            terms.append(_QueryTerm(ids, tfs, None if df == ids.shape[0] else keep, weight * idf))
+        if not terms:
             return []
-        if len(per_term) == 1:
-            candidates, scores = per_term[0]
-        else:
-            candidates, scores = self._accumulate(per_term, k, length.shape[0])
+        scorer = _Scorer(self._length, np.float32(K1 * B / avgdl), np.float32(K1 * (1.0 - B)))
+        if len(terms) == 1:
+            ids, tfs = terms[0].alive_postings()
+            return _top_k(ids, scorer.score(ids, tfs, terms[0].weight), k)
+        candidates, scores = self._accumulate(terms, scorer, k)
         return _top_k(candidates, scores, k)
 
     def _accumulate(
-        self, per_term: list[tuple[np.ndarray, np.ndarray]], k: int, size: int
+        self, terms: list[_QueryTerm], scorer: _Scorer, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Sum scores per chunk over the union of the terms' postings, in O(postings).
+        """Exact top-k candidates and their summed scores, in O(postings of the query terms).
 
-        A pooled scratch array (one per concurrent search) is indexed by chunk id and zeroed
-        again only where it was written; of the concatenated postings (a chunk appears once per
-        matching term) only the entries at or above the (k * terms)-th best value can hold the
-        top k distinct chunks, so only those are deduplicated.
+        Term-at-a-time, rarest term first, into a pooled scratch array indexed by chunk id
+        (one per concurrent search, zeroed again only where written). MaxScore pruning: once
+        the best possible score of a chunk matching none of the terms processed so far (the
+        sum of the remaining terms' upper bounds, weight * idf * (k1 + 1)) is below a lower
+        bound of the current k-th best, the remaining - common, low-idf - terms only update
+        the chunks already scored, so their long postings are read once and never scored.
         """
+        terms.sort(key=lambda t: t.ids.shape[0])
+        bounds = [t.weight * (K1 + 1.0) for t in terms]
+        remaining = [sum(bounds[j:]) for j in range(len(terms))]
+        size = scorer.length.shape[0]
         try:
             scratch = self._scratch.pop()
         except IndexError:
             scratch = np.zeros(size, np.float32)
         if scratch.shape[0] < size:
             scratch = np.zeros(size, np.float32)
+        touched: list[np.ndarray] = []
         try:
-            for ids, contribution in per_term:
-                scratch[ids] += contribution
-            all_ids = np.concatenate([ids for ids, _ in per_term])
+            essential = 0
+            for j, term in enumerate(terms):
+                if touched and _can_prune(scratch, touched, k, remaining[j]):
+                    break
+                ids, tfs = term.alive_postings()
+                scratch[ids] += scorer.score(ids, tfs, term.weight)
+                touched.append(ids)
+                essential = j + 1
+            for term in terms[essential:]:
+                seen = scratch[term.ids] > 0.0  # dead chunks were never scored: they stay 0
+                if seen.any():
+                    ids = term.ids[seen]
+                    scratch[ids] += scorer.score(ids, term.tfs[seen], term.weight)
+            all_ids = np.concatenate(touched)
             values = scratch[all_ids]
             scratch[all_ids] = 0.0
         except BaseException:
@@ -582,13 +597,61 @@ class LexicalIndex:
             self._scratch.append(scratch)
             raise
         self._scratch.append(scratch)
-        wanted = k * len(per_term)
+        # A chunk appears once per essential term it matches: the top (k * terms) entries hold
+        # at least k distinct chunks, so only entries at or above that value are deduplicated.
+        wanted = k * len(touched)
         if wanted < values.shape[0]:
             threshold = np.partition(values, values.shape[0] - wanted)[values.shape[0] - wanted]
             selected = values >= threshold
             all_ids, values = all_ids[selected], values[selected]
         unique, first = np.unique(all_ids, return_index=True)
         return unique, values[first]
+
+
+@dataclass(frozen=True)
+class _QueryTerm:
+    ids: np.ndarray
+    tfs: np.ndarray
+    keep: np.ndarray | None  # alive mask, None when every posting is alive
+    weight: float  # query-term count * idf
+
+    def alive_postings(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.keep is None:
+            return self.ids, self.tfs
+        return self.ids[self.keep], self.tfs[self.keep]
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    length: np.ndarray
+    slope: np.float32  # k1 * b / avgdl
+    floor: np.float32  # k1 * (1 - b)
+
+    def score(self, ids: np.ndarray, tfs: np.ndarray, weight: float) -> np.ndarray:
+        """BM25 contributions (float32, in place where possible: few temporaries)."""
+        tf = tfs.astype(np.float32)
+        denominator = self.length[ids]
+        denominator *= self.slope
+        denominator += self.floor
+        denominator += tf
+        tf *= np.float32(weight * (K1 + 1.0))
+        tf /= denominator
+        return tf
+
+
+def _can_prune(scratch: np.ndarray, touched: list[np.ndarray], k: int, remaining: float) -> bool:
+    """Whether no unseen chunk can reach the top k: `remaining` < a lower bound of the k-th best.
+
+    Scores so far are lower bounds of the final ones; of the touched entries (a chunk once per
+    term) the (k * terms)-th largest is <= the k-th largest distinct score.
+    """
+    entries = sum(t.shape[0] for t in touched)
+    wanted = k * len(touched)
+    if entries < wanted:
+        return False
+    values = scratch[np.concatenate(touched)] if len(touched) > 1 else scratch[touched[0]]
+    kth = float(np.partition(values, entries - wanted)[entries - wanted])
+    return remaining < kth
 
 
 def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

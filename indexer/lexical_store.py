@@ -261,6 +261,15 @@ class LexicalStore:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         current = list(checkpoint.segments)
+        fresh = [i for i, s in enumerate(current) if s.file is None]
+        if len(fresh) > 1 and fresh == list(range(fresh[0], len(current))):
+            # Everything since the last generation (the buffer froze several times) becomes
+            # one delta file, instead of many small files merged right after.
+            start = fresh[0]
+            merged = merge_segments(current[start:], checkpoint.alive, last=start == 0)
+            with contextlib.suppress(ValueError):
+                lexical.replace(current[start:], merged)
+            current[start:] = [merged]
         for segment in current:
             # A file GC removed after a failed generation (unreferenced) is written again.
             if segment.file is None or not (self.root / segment.file).exists():
