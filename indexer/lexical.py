@@ -578,10 +578,19 @@ class LexicalIndex:
         try:
             essential = 0
             for j, term in enumerate(terms):
-                if touched and _can_prune(scratch, touched, k, remaining[j]):
+                # No chunk scores above the bounds processed so far: pruning needs
+                # remaining < k-th best <= that sum, so the partition is skipped until then.
+                if (
+                    touched
+                    and remaining[j] < remaining[0] - remaining[j]
+                    and _can_prune(scratch, touched, k, remaining[j])
+                ):
                     break
                 ids, tfs = term.alive_postings()
-                scratch[ids] += scorer.score(ids, tfs, term.weight)
+                if touched:
+                    scratch[ids] += scorer.score(ids, tfs, term.weight)
+                else:
+                    scratch[ids] = scorer.score(ids, tfs, term.weight)  # scratch is all zeros
                 touched.append(ids)
                 essential = j + 1
             for term in terms[essential:]:
