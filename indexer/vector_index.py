@@ -72,6 +72,12 @@ def nlist_for(points: int) -> int:
     return max(1, min(points // 1000, points // MIN_POINTS_PER_LIST, 65536))
 
 
+def planned_nlist(points: int) -> int:
+    """nlist when training on `points`: sized for the middle of the growth interval until the
+    next retrain ([N, 4N)), so lists hold ~500-2,000 vectors at any time, not up to 4,000."""
+    return min(nlist_for(int(points * RETRAIN_GROWTH / 2)), max(1, points // MIN_POINTS_PER_LIST))
+
+
 def _new_quantizer_name() -> str:
     return f"quantizer-{uuid.uuid4().hex[:12]}"
 
@@ -175,7 +181,7 @@ class VectorIndex:
         self._adopt(self._train(sample, len(sample)), len(sample))
 
     def _train(self, sample: np.ndarray, points: int) -> tuple[faiss.IndexFlatIP, int, str]:
-        nlist = nlist_for(points)
+        nlist = min(planned_nlist(points), max(1, len(sample) // MIN_POINTS_PER_LIST))
         kmeans = faiss.Kmeans(
             self.dimension,
             nlist,
@@ -228,7 +234,7 @@ class VectorIndex:
 
     def _retrain_due(self) -> bool:
         count = len(self)
-        if nlist_for(count) <= self.nlist:
+        if planned_nlist(count) <= self.nlist:
             return False  # more data, but not enough for more lists
         if count >= RETRAIN_GROWTH * max(1, self.trained_on):
             return True
@@ -239,7 +245,7 @@ class VectorIndex:
         sources = list(self.sealed)
         dead = self._dead_array()
         count = sum(len(s) for s in sources) - len(self._tombstones)
-        nlist = nlist_for(count)
+        nlist = planned_nlist(count)
         rng = np.random.default_rng(len(sources) * 7919 + count)
         want = min(count, TRAIN_POINTS_PER_LIST * nlist)
         parts = []
@@ -373,9 +379,10 @@ class VectorIndex:
             if self.quantizer is not None:
                 coarse_scores, coarse_lists = self.quantizer.search(queries, nprobe)
                 assigned = (coarse_lists, coarse_scores)
+                params = SealedSegment.assigned_params(nprobe, selector)
             for segment in self.sealed:
                 if assigned is not None and segment.index.nlist == self.nlist:
-                    s, i = segment.search_assigned(queries, k, assigned, selector)
+                    s, i = segment.search_assigned(queries, k, assigned, params)
                 else:  # a segment from another quantizer (never after a clean load)
                     s, i = segment.search(queries, k, self.nprobe, selector)
                 all_scores.append(s[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from indexer.merge_policy import SegmentStats, plan_merges, segment_bound, tier
-from indexer.vector_index import VectorIndex, nlist_for
+from indexer.vector_index import VectorIndex, planned_nlist
 
 
 def _mixture(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
@@ -48,8 +48,8 @@ def test_segment_count_stays_logarithmic_and_quantizer_follows_growth() -> None:
         nlists.append(index.nlist)
     assert len(index) == 100_000 and len(index.sealed) <= segment_bound(100_000, seal)
     # first trained on 500 vectors, retrained at 4x growth (2k, 8k, 32k): one quantizer for all
-    assert sorted(set(nlists)) == [1, 2, 8, 32] and index.trained_on == 32_000
-    assert index.nlist == nlist_for(index.trained_on)
+    assert sorted(set(nlists)) == [1, 4, 16, 64] and index.trained_on == 32_000
+    assert index.nlist == planned_nlist(index.trained_on)
     assert all(s.index.nlist == index.nlist for s in index.sealed)
     assert sorted(np.concatenate([s.ids for s in index.sealed]).tolist() + index.live.ids.tolist()) == list(
         range(100_000)
@@ -60,11 +60,11 @@ def test_recall_after_retraining_against_exact_search() -> None:
     d, n = 64, 30_000
     drawn = _mixture(n + 200, d, 200, seed=5)  # queries from the same clusters as the data
     vectors, queries = drawn[:n], drawn[n:]
-    index = VectorIndex(d, nprobe=4, seal_chunks=1000)  # a quarter of the lists
+    index = VectorIndex(d, nprobe=8, seal_chunks=1000)  # a quarter of the lists
     for start in range(0, n, 1000):
         index.add(np.arange(start, start + 1000), vectors[start : start + 1000])
         index.maintain()
-    assert index.nlist == nlist_for(16_000) and index.trained_on >= 16_000  # retrained twice
+    assert index.nlist == 32 and index.trained_on == 16_000  # retrained at 4k and 16k
     assert index.imbalance() < 3.0
     assert _recall(index, vectors, np.arange(n), queries) >= 0.95
 
