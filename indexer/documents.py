@@ -606,7 +606,9 @@ class DocumentTable:
             self._slot[doc_id] = slot
         else:
             self._versions[slot] = version
-        ids = np.asarray(chunk_ids if isinstance(chunk_ids, np.ndarray) else list(chunk_ids), dtype=np.int64)
+        ids = np.asarray(
+            chunk_ids if isinstance(chunk_ids, np.ndarray) else list(chunk_ids), dtype=np.int64
+        )
         if ids.size:
             self._ensure_chunks(int(ids.max()))
             self._chunks += int(np.count_nonzero(self._chunk_owner[ids] != slot))
@@ -749,7 +751,9 @@ class DocumentTable:
         if follows:
             upserts = [r for r in pending.values() if r is not None]
             removed = [d for d, r in pending.items() if r is None and d not in self._deleted]
-            deleted = {d: self._deleted[d] for d, r in pending.items() if r is None and d in self._deleted}
+            deleted = {
+                d: self._deleted[d] for d, r in pending.items() if r is None and d in self._deleted
+            }
             store.commit(generation, previous, upserts, removed, deleted, stats)
         else:
             store.commit(
@@ -769,7 +773,9 @@ class DocumentTable:
                 del self._pending[doc_id]
 
     @classmethod
-    def open(cls, store: DocumentStore, generation: int, expected: dict[str, Any] | None) -> DocumentTable:
+    def open(
+        cls, store: DocumentStore, generation: int, expected: dict[str, Any] | None
+    ) -> DocumentTable:
         """The table at `generation`: RAM maps built from (doc_id, version, chunk ids) only."""
         table = cls()
         stats = store.stats(generation)
@@ -785,7 +791,8 @@ class DocumentTable:
         found = table.stats(generation)
         if found != stats or (
             expected is not None
-            and (expected.get("documents"), expected.get("chunks")) != (found.documents, found.chunks)
+            and (expected.get("documents"), expected.get("chunks"))
+            != (found.documents, found.chunks)
         ):
             raise store.corrupt(
                 ValueError(

@@ -53,7 +53,8 @@ from indexer.documents import DocumentStore, DocumentTable, StoreChanges
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
-from indexer.lexical import LexicalIndex
+from indexer.lexical import Checkpoint, LexicalIndex
+from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
@@ -129,6 +130,8 @@ class Manifest:
     format: int = FORMAT_VERSION
     # The document store generation this manifest reads (StoreStats.to_json); None in format 1.
     documents: dict[str, Any] | None = None
+    # The lexical segments (LexicalStore.persist's section); None: rebuilt from the documents.
+    lexical: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -377,9 +380,10 @@ class SnapshotStore:
             vectors.live.save(tmp / "live.npz")
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
             documents = self._write_documents(index, generation)
-            self._write_lexical(index, tmp, files)
+            lexical_checkpoint = index.lexical.checkpoint()
             counts = index.count().__dict__
             next_chunk_id = index.next_chunk_id
+        lexical = self._write_lexical(index, lexical_checkpoint)
         for name in ("live.npz", "tombstones.npy"):
             _fsync_file(tmp / name)
             files[f"GEN/{name}"] = {
@@ -387,7 +391,8 @@ class SnapshotStore:
                 "bytes": (tmp / name).stat().st_size,
             }
         previous: dict[str, dict[str, Any]] | None = None
-        for rel in [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else []):
+        shared = [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else [])
+        for rel in shared + LexicalStore.files(lexical):
             entry = self._read_sidecar(rel)
             if entry is None:
                 if previous is None:
@@ -414,6 +419,7 @@ class SnapshotStore:
             files=files,
             extra=extra or {},
             documents=documents,
+            lexical=lexical,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
@@ -429,9 +435,10 @@ class SnapshotStore:
         store = self.document_store(writer=True)
         return index.documents.commit(store, generation, previous).to_json()
 
-    def _write_lexical(self, index: Index, tmp: Path, files: dict[str, dict[str, Any]]) -> None:
-        """Call site for the lexical leg's persistence (indexer/lexical.py). Until it exists the
-        lexical index is not written: loading rebuilds it from the document store."""
+    def _write_lexical(self, index: Index, checkpoint: Checkpoint) -> dict[str, Any]:
+        """The lexical leg's delta segment (and merges) since the previous generation, written
+        outside the index lock (indexer/lexical_store.py); checksummed like sealed segments."""
+        return LexicalStore(self.root).persist(index.lexical, checkpoint)
 
     def _read_sidecar(self, rel: str) -> dict[str, Any] | None:
         # Sealed files never change, so their checksum is computed once and kept beside them.
@@ -514,6 +521,8 @@ class SnapshotStore:
                 referenced |= {s["file"] for s in manifest.segments}
                 if manifest.quantizer:
                     referenced.add(manifest.quantizer["file"])
+                referenced.update(LexicalStore.files(manifest.lexical))
+            LexicalStore(self.root).collect_garbage(referenced)
             if kept and (self.root / "documents.sqlite").is_file():
                 # Under the pins lock: no reader can pin a generation older than `kept` now.
                 self.document_store(writer=True).collect(min(kept))
@@ -621,8 +630,10 @@ class SnapshotStore:
             ensure_compatible(model, manifest.model, canaries, manifest.index_id)
             bad = self._corrupt_files(manifest)
             sealed_files = {s["file"] for s in manifest.segments}
+            lexical_files = set(LexicalStore.files(manifest.lexical))
             corrupt = {rel for rel, _ in bad}
-            if bad and not (repair and corrupt <= sealed_files):
+            # The writer rebuilds shared files: vectors from the cache, BM25 from the documents.
+            if bad and not (repair and corrupt <= sealed_files | lexical_files):
                 raise SnapshotError(bad[0][1])
             stored = manifest.settings
             settings = settings.with_overrides(
@@ -635,8 +646,17 @@ class SnapshotStore:
             self._install(index, manifest, sealed={}, skip=corrupt, writer=repair)
         if manifest.documents is None:
             manifest = self._migrate(index, manifest)
-        if corrupt:
-            manifest = self._repair(index, manifest, sorted(corrupt))
+        if corrupt & sealed_files:
+            manifest = self._repair(index, manifest, sorted(corrupt & sealed_files))
+        elif corrupt:
+            log.error(
+                "generation %d of %s: lexical segment(s) %s fail their checksum; BM25 was rebuilt "
+                "from the document store, publishing it",
+                manifest.generation,
+                self.root,
+                ", ".join(sorted(corrupt)),
+            )
+            manifest = self.write(index, manifest.offsets, extra=manifest.extra)
         return index, manifest
 
     def _open_writer_store(self) -> None:
@@ -779,6 +799,9 @@ class SnapshotStore:
             known = {s["file"] for s in manifest.segments if s["name"] in loaded}
             if manifest.quantizer and manifest.quantizer["file"] == index.vectors.quantizer_file:
                 known.add(manifest.quantizer["file"])
+            # Lexical segments the index already holds are not read (nor hashed) again.
+            held = {s.file for s in index.lexical.segments if s.file}
+            known.update(rel for rel in LexicalStore.files(manifest.lexical) if rel in held)
             self.verify(manifest, skip=known)
             self._install(index, manifest, sealed=loaded, refresh=True)
         return manifest
@@ -802,7 +825,8 @@ class SnapshotStore:
         documents = lexical = None
         if changes is None:
             documents = self._open_documents(manifest, writer=writer)
-            lexical = self._load_lexical(index, manifest, documents)
+        if changes is None or manifest.lexical is not None:
+            lexical = self._load_lexical(index, manifest, documents, skip, reuse=refresh)
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
@@ -817,10 +841,13 @@ class SnapshotStore:
             if changes is not None:
                 assert manifest.documents is not None
                 index.documents.apply_delta(changes, int(manifest.documents["generation"]))
-                self._apply_lexical(index, changes)
+                if lexical is None:
+                    self._apply_lexical(index, changes)
             else:
-                assert documents is not None and lexical is not None
-                index.documents, index.lexical = documents, lexical
+                assert documents is not None
+                index.documents = documents
+            if lexical is not None:
+                index.lexical = lexical
             vectors = index.vectors
             for segment in list(vectors.sealed):
                 if segment not in segments:
@@ -843,10 +870,25 @@ class SnapshotStore:
         store = self.document_store(writer=writer)
         return DocumentTable.open(store, int(manifest.documents["generation"]), manifest.documents)
 
-    @staticmethod
-    def _load_lexical(index: Index, manifest: Manifest, documents: DocumentTable) -> LexicalIndex:
-        """Call site for loading the persisted lexical leg (indexer/lexical.py). Until it exists
-        BM25 is rebuilt from the document store, streamed (texts never all in RAM)."""
+    def _load_lexical(
+        self,
+        index: Index,
+        manifest: Manifest,
+        documents: DocumentTable | None,
+        skip: set[str] | None,
+        *,
+        reuse: bool,
+    ) -> LexicalIndex:
+        """The persisted lexical segments (checksums verified with the manifest's files, so not
+        hashed twice; a refresh reuses the segments it holds). Without them - format 1, or a
+        corrupt segment the writer is repairing - BM25 is rebuilt from the document store,
+        streamed (texts never all in RAM)."""
+        section = manifest.lexical
+        if section is not None and not (skip and skip & set(LexicalStore.files(section))):
+            held = index.lexical if reuse else None
+            return LexicalStore(self.root).load(section, reuse=held, verify=False)
+        if documents is None:
+            documents = index.documents
         lexical = LexicalIndex()
         for record in documents:
             full_text = record.full_text

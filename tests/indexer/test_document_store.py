@@ -22,6 +22,8 @@ from indexer.documents import (
 )
 from indexer.errors import SnapshotError
 from indexer.index import Index
+from indexer.lexical import LexicalIndex
+from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.snapshots import MANIFEST, SnapshotStore, _sha256
 from semsearch.settings import Settings
@@ -141,7 +143,12 @@ def test_a_truncated_or_garbled_store_is_refused_with_a_fix(tmp_path: Path) -> N
 # -- through SnapshotStore, with the real model ------------------------------------------------
 def _docs(n: int, version: int = 1) -> list[Document]:
     return [
-        Document(f"n{i}", f"Note {i}", f"note {i} about {WORDS[i % len(WORDS)]} version {version}", version)
+        Document(
+            f"n{i}",
+            f"Note {i}",
+            f"note {i} about {WORDS[i % len(WORDS)]} version {version}",
+            version,
+        )
         for i in range(n)
     ]
 
@@ -195,7 +202,9 @@ def test_a_crash_between_the_store_commit_and_the_manifest_rename_rolls_back(
     index = make_index()
     store = SnapshotStore(tmp_path / "idx")
     store.write(index, {"docs": {0: 8}})
-    index.apply([Document("d9", "Later", "a later document", 1), Document("d1", "Vitamin D", "new", 2)])
+    index.apply(
+        [Document("d9", "Later", "a later document", 1), Document("d1", "Vitamin D", "new", 2)]
+    )
 
     def crash(*args: object) -> None:
         raise OSError("simulated power loss before the rename")
@@ -216,7 +225,9 @@ def test_a_crash_between_the_store_commit_and_the_manifest_rename_rolls_back(
     assert reopened.count() == loaded.count()
     # The surviving writer retries: generation 2 holds its changes once.
     assert store.write(index, {"docs": {0: 10}}).generation == 2
-    live = _store_rows(root, "SELECT doc_id, count(*) FROM docs WHERE gen_to IS NULL GROUP BY doc_id")
+    live = _store_rows(
+        root, "SELECT doc_id, count(*) FROM docs WHERE gen_to IS NULL GROUP BY doc_id"
+    )
     assert all(count == 1 for _, count in live) and len(live) == 9
     again, manifest = SnapshotStore(root).load(model, settings)
     assert again.get("d9") is not None and again.get("d1").version == 2  # type: ignore[union-attr]
@@ -234,7 +245,9 @@ def test_a_corrupt_store_is_detected_and_says_how_to_rebuild(
     store.document_store(writer=True).close()
     path = tmp_path / "idx" / STORE_FILE
     path.write_bytes(b"not a database" * 512)
-    with pytest.raises(SnapshotError, match=r"documents.sqlite is corrupt or truncated.*semsearch build"):
+    with pytest.raises(
+        SnapshotError, match=r"documents.sqlite is corrupt or truncated.*semsearch build"
+    ):
         SnapshotStore(tmp_path / "idx").load(model, settings)
     with pytest.raises(SnapshotError, match=r"no loadable generation.*documents.sqlite is corrupt"):
         SnapshotStore(tmp_path / "idx").load(model, settings, fallback=True)
@@ -285,3 +298,62 @@ def test_a_format_1_index_is_refused_by_readers_and_migrated_by_the_writer(
     assert served.documents.held_version("d2") == 5 and served.get("d2") is None
     assert served.get("d1") == index.get("d1")
     assert [h.doc_id for h in served.search("INV-2024-00917", k=1)] == ["d7"]
+
+
+# -- the lexical leg's segments, wired into generations ----------------------------------------
+def test_a_restart_loads_the_lexical_segments_instead_of_analyzing_text(
+    make_index: Callable[..., Index],
+    model: EmbeddingModel,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "idx"
+    index = make_index()
+    store = SnapshotStore(root)
+    first = store.write(index)
+    index.apply([Document("d9", "Later", "zymurgy brewing yeast", 1), Deletion("d8", 2)])
+    second = store.write(index)
+    assert first.lexical is not None and second.lexical is not None
+    assert set(LexicalStore.files(second.lexical)) <= set(second.files)  # checksummed
+
+    def no_analysis(*args: object) -> None:
+        raise AssertionError("a load analyzed text instead of reading the lexical segments")
+
+    monkeypatch.setattr(LexicalIndex, "add", no_analysis)
+    loaded, _ = SnapshotStore(root).load(model, settings)
+    expected = [
+        (h.doc_id, h.score) for h in index.search("invoice overdue zymurgy", k=5, mode="bm25")
+    ]
+    assert [
+        (h.doc_id, h.score) for h in loaded.search("invoice overdue zymurgy", k=5, mode="bm25")
+    ] == expected
+    older, _ = SnapshotStore(root).load(model, settings, generation=1)
+    SnapshotStore(root).refresh(older)
+    assert [
+        (h.doc_id, h.score) for h in older.search("invoice overdue zymurgy", k=5, mode="bm25")
+    ] == expected
+
+
+def test_a_corrupt_lexical_segment_is_rebuilt_by_the_writer_from_the_documents(
+    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path
+) -> None:
+    root = tmp_path / "idx"
+    index = make_index()
+    manifest = SnapshotStore(root).write(index, {"docs": {0: 8}})
+    assert manifest.lexical is not None
+    segment = root / LexicalStore.files(manifest.lexical)[0]
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        SnapshotStore(root).load(model, settings, fallback=True)
+    writer = SnapshotStore(root)
+    repaired, published = writer.load(model, settings, fallback=True, repair=True)
+    assert published.generation == 2 and published.offsets == {"docs": {0: 8}}
+    served, _ = SnapshotStore(root).load(model, settings)
+    expected = [h.doc_id for h in index.search("INV-2024-00917 overdue", k=3, mode="bm25")]
+    assert [h.doc_id for h in served.search("INV-2024-00917 overdue", k=3, mode="bm25")] == expected
+    assert [
+        h.doc_id for h in repaired.search("INV-2024-00917 overdue", k=3, mode="bm25")
+    ] == expected
