@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import numpy as np
+import pytest
 
 from indexer.merge_policy import SegmentStats, plan_merges, segment_bound, tier
 from indexer.vector_index import VectorIndex, planned_nlist
@@ -114,3 +119,58 @@ def test_search_over_segments_probes_the_shared_lists_once() -> None:
     _, want = single.search(queries, 10)
     for query, row in zip(queries, want, strict=True):
         assert [i for i, _ in index.search(query, 10)] == row.tolist()
+
+
+def test_imbalanced_lists_trigger_a_retrain_before_4x_growth() -> None:
+    d = 16
+    index = VectorIndex(d, seal_chunks=2000)
+    spread = _mixture(8000, d, 40, seed=13)
+    index.add(np.arange(8000), spread)
+    index.maintain()
+    first = index.quantizer_name
+    assert index.nlist == 16 and index.trained_on == 8000 and index.imbalance() < 2.0
+    # new data from one far-away cluster: it all falls into one list
+    rng = np.random.default_rng(14)
+    center = rng.standard_normal(d).astype(np.float32) * 5
+    narrow = center + 0.1 * rng.standard_normal((6000, d)).astype(np.float32)
+    narrow /= np.linalg.norm(narrow, axis=1, keepdims=True)
+    for start in range(0, 6000, 2000):
+        index.add(np.arange(8000 + start, 10_000 + start), narrow[start : start + 2000])
+        index.maintain()
+    assert index.quantizer_name != first and index.trained_on == 14_000  # 1.75x, not 4x
+    assert index.nlist == planned_nlist(14_000) and index.imbalance() < 3.0
+
+
+def test_heavy_work_runs_outside_the_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seal, merge and retrain compute their segments before taking the (write-lock) swap."""
+    from indexer.segments import SealedSegment
+
+    inside = {"now": False, "swaps": 0}
+
+    @contextlib.contextmanager
+    def swap() -> Iterator[None]:
+        inside["now"] = True
+        inside["swaps"] += 1
+        try:
+            yield
+        finally:
+            inside["now"] = False
+
+    def outside(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: object, **kwargs: object) -> Any:
+            assert not inside["now"], f"{fn.__name__} ran under the write lock"
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(SealedSegment, "build", staticmethod(outside(SealedSegment.build)))
+    monkeypatch.setattr(SealedSegment, "merge", staticmethod(outside(SealedSegment.merge)))
+    monkeypatch.setattr(VectorIndex, "_train", outside(VectorIndex._train))  # k-means
+    d = 8
+    vectors = _mixture(12_000, d, 10, seed=15)
+    index = VectorIndex(d, seal_chunks=300)
+    for start in range(0, 12_000, 300):
+        index.add(np.arange(start, start + 300), vectors[start : start + 300])
+        index.maintain(swap)
+    assert inside["swaps"] >= 40 and index.trained_on > 300  # seals, merges and retrains ran
+    assert len(index) == 12_000
