@@ -310,6 +310,9 @@ class DocumentStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 # The manifest is renamed right after the commit: the commit must be on disk.
                 conn.execute("PRAGMA synchronous=FULL")
+                # After a checkpoint the WAL shrinks back to this: one bulk generation must not
+                # leave a WAL of its size behind for good.
+                conn.execute("PRAGMA journal_size_limit=16777216")
                 conn.executescript(_SCHEMA)
             else:
                 conn.execute("SELECT count(*) FROM generations").fetchone()
@@ -614,6 +617,29 @@ class DocumentTable:
             self._chunks += int(np.count_nonzero(self._chunk_owner[ids] != slot))
             self._chunk_owner[ids] = slot
 
+    def _bulk_link(self, rows: Iterable[tuple[str, int, np.ndarray]]) -> None:
+        """`_link` for a fresh table, vectorized: one owner-array assignment for all chunks
+        (a restart at 1M chunks must not pay numpy's per-call overhead per document)."""
+        assert not self._slot
+        parts: list[np.ndarray] = []
+        counts = array("q")
+        for doc_id, version, chunk_ids in rows:
+            self._slot[doc_id] = len(self._ids)
+            self._ids.append(doc_id)
+            self._versions.append(version)
+            parts.append(chunk_ids)
+            counts.append(chunk_ids.shape[0])
+        if not parts:
+            return
+        ids = np.concatenate(parts)
+        if ids.size:
+            slots = np.repeat(
+                np.arange(len(parts), dtype=np.int32), np.frombuffer(counts, np.int64)
+            )
+            self._ensure_chunks(int(ids.max()))
+            self._chunk_owner[ids] = slots
+            self._chunks = int(np.unique(ids).size)
+
     def _unlink(self, doc_id: str, chunk_ids: Iterable[int]) -> None:
         slot = self._slot.pop(doc_id, None)
         if slot is None:
@@ -785,8 +811,7 @@ class DocumentTable:
                 "lost or rolled back): load an older generation, or rebuild the index "
                 "(`semsearch build`) or re-consume it (`semsearch index`)"
             )
-        for doc_id, version, chunk_ids in store.scan(generation):
-            table._link(doc_id, version, chunk_ids)
+        table._bulk_link(store.scan(generation))
         table._deleted = store.deleted(generation)
         found = table.stats(generation)
         if found != stats or (
