@@ -20,8 +20,12 @@ does outside any lock (lexical_store.LexicalStore.persist) and swaps in with one
 BM25 statistics stay exact after deletions: N and the total length are maintained per add and
 remove, and a term's df is counted at query time as its alive postings - which the query reads
 anyway - so rankings equal rank-bm25's over the live chunks (tests/indexer/test_lexical.py).
-A query costs O(postings of its terms): scores are accumulated in a pooled scratch array that is
-zeroed again only where it was touched, never allocated or scanned per query at corpus size.
+A query costs O(postings of its terms): terms are scored rarest first into a pooled scratch
+array (4 bytes per chunk id, one per concurrent search, zeroed again only where touched: never
+allocated or scanned per query), and exact MaxScore pruning lets common terms, once no unseen
+chunk can reach the top k, only update chunks already scored. Measured at 1M synthetic chunks
+(2 shared cores): p50 2-3 ms, p99 10-15 ms; the slow tail is queries made only of common terms,
+where nothing can be pruned (block-max WAND over id-sorted postings would be the next step).
 
 Scoring is Okapi BM25 (k1=1.5, b=0.75, rank-bm25's defaults) with the always-positive Lucene
 IDF, log(1 + (N - df + 0.5) / (df + 0.5)), so that very common terms never score negatively.
