@@ -159,7 +159,7 @@ CREATE TABLE IF NOT EXISTS docs (
 );
 CREATE INDEX IF NOT EXISTS docs_by_id ON docs (doc_id, gen_from);
 CREATE INDEX IF NOT EXISTS docs_by_from ON docs (gen_from);
-CREATE INDEX IF NOT EXISTS docs_by_to ON docs (gen_to);
+CREATE INDEX IF NOT EXISTS docs_by_to ON docs (gen_to) WHERE gen_to IS NOT NULL;
 CREATE TABLE IF NOT EXISTS deleted (
     doc_id TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS deleted (
 );
 CREATE INDEX IF NOT EXISTS deleted_by_id ON deleted (doc_id, gen_from);
 CREATE INDEX IF NOT EXISTS deleted_by_from ON deleted (gen_from);
-CREATE INDEX IF NOT EXISTS deleted_by_to ON deleted (gen_to);
+CREATE INDEX IF NOT EXISTS deleted_by_to ON deleted (gen_to) WHERE gen_to IS NOT NULL;
 CREATE TABLE IF NOT EXISTS generations (
     gen INTEGER PRIMARY KEY,
     documents INTEGER NOT NULL,
@@ -176,6 +176,9 @@ CREATE TABLE IF NOT EXISTS generations (
     deleted INTEGER NOT NULL
 );
 """
+# The gen_to indexes are partial: live rows (NULL) are not in them, so ending a row inserts one
+# entry instead of rewriting the index page that held its NULL entry (every `gen_to > x` query
+# implies IS NOT NULL, so SQLite uses them).
 # Column order matters: what loading the table reads (id, version, chunk ids) comes first, so a
 # full scan stays on the b-tree pages and never follows the overflow pages of long texts.
 _RECORD_COLUMNS = "doc_id, version, chunk_ids, chunks, title, metadata, text"
