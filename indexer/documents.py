@@ -302,13 +302,12 @@ class DocumentStore:
             )
         try:
             mode = "rwc" if self.writer else "rw"
-            conn = sqlite3.connect(
-                f"file:{self.path}?mode={mode}",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=30.0,
-            )
+            try:
+                conn = self._open(mode)
+            except sqlite3.OperationalError:
+                if self.writer:
+                    raise
+                conn = self._open("ro")  # a read-only mount (WAL then needs its -shm file)
             if self.writer:
                 conn.execute("PRAGMA journal_mode=WAL")
                 # The manifest is renamed right after the commit: the commit must be on disk.
@@ -323,6 +322,15 @@ class DocumentStore:
             raise self.corrupt(exc) from None
         self._conn = conn
         return conn
+
+    def _open(self, mode: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{self.path}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30.0,
+        )
 
     def close(self) -> None:
         with self._lock:
