@@ -174,3 +174,28 @@ def test_heavy_work_runs_outside_the_swap(monkeypatch: pytest.MonkeyPatch) -> No
         index.maintain(swap)
     assert inside["swaps"] >= 40 and index.trained_on > 300  # seals, merges and retrains ran
     assert len(index) == 12_000
+
+
+def test_a_quantizer_from_before_versioning_is_retrained_at_the_next_seal() -> None:
+    """Old manifests name segments/quantizer.faiss and no trained_on: the next seal retrains
+    (their nlist was fixed at the first seal), and the new quantizer gets a versioned name."""
+    d = 16
+    vectors = _mixture(6000, d, 30, seed=21)
+    old = VectorIndex(d, seal_chunks=1000)
+    old.add(np.arange(1000), vectors[:1000])
+    old.maintain()
+    assert old.quantizer is not None
+    index = VectorIndex(d, seal_chunks=1000)
+    index.adopt_quantizer(old.quantizer, {"file": "segments/quantizer.faiss", "nlist": old.nlist})
+    for segment in old.sealed:
+        index.attach(segment)
+    assert index.quantizer_file == "segments/quantizer.faiss" and index.trained_on == 0
+    index.add(np.arange(1000, 6000), vectors[1000:])
+    index.maintain()
+    assert index.quantizer_name.startswith("quantizer-") and index.trained_on == 6000
+    assert index.quantizer_entry() == {
+        "file": f"segments/{index.quantizer_name}.faiss",
+        "nlist": planned_nlist(6000),
+        "trained_on": 6000,
+    }
+    assert len(index.sealed) == 1 and len(index) == 6000
