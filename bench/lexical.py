@@ -13,9 +13,12 @@ exists; this bench is the evidence, on two data sets:
   that occur in nearly every chunk and lets queries contain them: the pessimistic case.
 * SciFact-sized: the 5,183 SciFact documents (title + text) and SciFact's own queries.
 
-For each: LexicalIndex build time (`add` of every chunk, analysis included), `add` and `remove`
-latency per chunk on the full index, query latency, the worst `remove` during a churn that
-triggers the automatic compaction, and rank-bm25's rebuild time (BM25Okapi over an already
+For each: LexicalIndex build time (`add` of every chunk, analysis included), persistence
+(indexer/lexical_store.py: writing the segments, loading them back without analysis, bytes on
+disk and in RAM per chunk, and the delta one generation of `--ops` adds and removes writes),
+`add` and `remove` latency per chunk on the full index, query latency, the worst `remove`
+during a churn of COMPACT_DEAD_FRACTION of the chunks (removes only flip a flag now: merges run
+in the snapshot writer, outside the index lock), and rank-bm25's rebuild time (BM25Okapi over an already
 tokenized corpus: its best case) and query time. rank-bm25 is slow at 100k, so only
 `--bm25-queries` queries (default 5) are timed there. Top-10 overlap with rank-bm25 is reported
 as a sanity check; it is not 1.0 by design (LexicalIndex uses the always-positive Lucene IDF).
@@ -33,9 +36,11 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import string
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ from rank_bm25 import BM25Okapi
 from indexer.analyzer import STOPWORDS, analyze
 from indexer.beir import ReadProblems, read_corpus, read_queries
 from indexer.lexical import COMPACT_DEAD_FRACTION, LexicalIndex
+from indexer.lexical_store import LexicalStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
@@ -155,6 +161,20 @@ def measure_ours(
     build_s = time.perf_counter() - started
     parity = [[cid for cid, _ in index.search(q, TOP_K)] for q in parity_queries]
 
+    root = Path(tempfile.mkdtemp(prefix="bench-lexical-"))
+    store = LexicalStore(root)
+    started = time.perf_counter()
+    section = store.persist(index, index.checkpoint())
+    persist_s = time.perf_counter() - started
+    disk_bytes = sum((root / rel).stat().st_size for rel in LexicalStore.files(section))
+    started = time.perf_counter()
+    loaded = store.load(section)  # what a restart does: no text is analyzed
+    load_s = time.perf_counter() - started
+    ram_bytes = loaded.nbytes()
+    if [[c for c, _ in loaded.search(q, TOP_K)] for q in parity_queries] != parity:
+        raise RuntimeError("the loaded lexical index ranks differently from the one written")
+    del loaded
+
     add_ms = []
     for chunk_id in range(base, len(texts)):
         started = time.perf_counter()
@@ -169,6 +189,14 @@ def measure_ours(
         index.remove(chunk_id, texts[chunk_id])
         remove_ms.append((time.perf_counter() - started) * 1000)
     alive = alive[ops:]
+    started = time.perf_counter()
+    generation = store.persist(index, index.checkpoint())
+    generation_s = time.perf_counter() - started
+    delta_bytes = sum(
+        (root / rel).stat().st_size
+        for rel in set(LexicalStore.files(generation)) - set(LexicalStore.files(section))
+    )
+    shutil.rmtree(root, ignore_errors=True)
 
     for query in queries[:10]:
         index.search(query, TOP_K)
@@ -191,6 +219,12 @@ def measure_ours(
         "chunks_at_build": base,
         "build_seconds": build_s,
         "build_chunks_per_s": base / build_s,
+        "persist_seconds": persist_s,
+        "load_seconds": load_s,
+        "disk_bytes_per_chunk": disk_bytes / base,
+        "ram_bytes_per_chunk": ram_bytes / base,
+        "generation_seconds": generation_s,
+        "generation_bytes_written": delta_bytes,
         "add": summary(add_ms),
         "remove": summary(remove_ms),
         "query": summary(query_ms),
@@ -375,6 +409,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ref['query']['p50_ms']:.2f} / {ref['query']['p99_ms']:.2f} (n={ref['query']['n']})",
             ]
         )
+    print_table(
+        "Lexical persistence (lexical_store: segments written once, loaded without analysis)",
+        ["data set", "chunks", "persist", "load", "disk B/chunk", "RAM B/chunk", "generation"],
+        [
+            [
+                name,
+                d["ours"]["chunks_at_build"],
+                f"{d['ours']['persist_seconds']:.2f}s",
+                f"{d['ours']['load_seconds']:.2f}s",
+                f"{d['ours']['disk_bytes_per_chunk']:.0f}",
+                f"{d['ours']['ram_bytes_per_chunk']:.0f}",
+                f"{d['ours']['generation_seconds'] * 1000:.0f} ms, "
+                f"{d['ours']['generation_bytes_written'] / 1e6:.2f} MB",
+            ]
+            for name, d in datasets.items()
+        ],
+    )
     print_table(
         "Lexical leg (ms; p50 / p99; rank-bm25 has no add/remove: each change is a rebuild)",
         ["index", "chunks", "build", "add ms", "remove ms (churn max)", "query ms"],

@@ -223,10 +223,13 @@ class Index:
                     if self._remove(change.doc_id, change.version):
                         report.deleted += 1
                     continue
-                self._remove_chunks(self.documents.get(change.doc_id))
-                self._insert(change, chunked[change.doc_id], vectors)
+                previous = self.documents.get(change.doc_id)
+                self._remove_chunks(previous)
+                self._insert(change, chunked[change.doc_id], vectors, previous)
                 report.upserted += 1
-            self.vectors.maybe_seal()
+        # Sealing, merging and retraining are computed outside the write lock (readers keep
+        # searching) and swapped in under it; apply runs in the index's only writer thread.
+        self.vectors.maintain(self.lock.writing)
         return report
 
     def _embed(
@@ -258,7 +261,13 @@ class Index:
             found.update(fresh)
         return found, unembeddable
 
-    def _insert(self, doc: Document, chunks: list[Chunk], vectors: dict[str, np.ndarray]) -> None:
+    def _insert(
+        self,
+        doc: Document,
+        chunks: list[Chunk],
+        vectors: dict[str, np.ndarray],
+        previous: DocumentRecord | None,
+    ) -> None:
         records = []
         for chunk in chunks:
             records.append(
@@ -273,7 +282,8 @@ class Index:
         self.documents.put(
             DocumentRecord(
                 doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), tuple(records)
-            )
+            ),
+            previous=previous,
         )
 
     def _remove_chunks(self, record: DocumentRecord | None) -> None:
@@ -286,7 +296,7 @@ class Index:
     def _remove(self, doc_id: str, version: int | None) -> bool:
         record = self.documents.get(doc_id)
         self._remove_chunks(record)
-        self.documents.remove(doc_id, version)
+        self.documents.remove(doc_id, version, previous=record)
         return record is not None
 
     def compact(self) -> None:
@@ -354,8 +364,16 @@ class Index:
             exact = set(exact_ids)
 
         hits: list[SearchHit] = []
-        for doc_id, score in scored:
-            record = self.documents.get(doc_id)
+        # Title, text and metadata live in the document store: fetched for the hits only, in
+        # one query for the first k candidates (more only if min_score or deletions skip some).
+        records: dict[str, DocumentRecord] = {}
+        fetched = 0
+        for position, (doc_id, score) in enumerate(scored):
+            if position >= fetched:
+                batch = [d for d, _ in scored[position : position + max(k, 16)]]
+                records = self.documents.get_many(batch)
+                fetched = position + len(batch)
+            record = records.get(doc_id)
             if record is None:
                 continue
             best_chunk, similarity = self._similarity(record, qvec, vector_docs.get(doc_id))
@@ -382,10 +400,9 @@ class Index:
     def _best_per_doc(self, chunk_hits: list[tuple[int, float]]) -> dict[str, tuple[int, float]]:
         best: dict[str, tuple[int, float]] = {}
         for chunk_id, score in chunk_hits:
-            owner = self.documents.owner(chunk_id)
-            if owner is None:
+            doc_id = self.documents.owner_id(chunk_id)
+            if doc_id is None:
                 continue
-            doc_id = owner[0].doc_id
             if doc_id not in best or score > best[doc_id][1]:
                 best[doc_id] = (chunk_id, score)
         return best
@@ -401,7 +418,7 @@ class Index:
             return []
         docs = None
         for chunk_ids in chunk_sets:
-            owners = {o[0].doc_id for o in map(self.documents.owner, chunk_ids) if o is not None}
+            owners = {d for d in map(self.documents.owner_id, chunk_ids) if d is not None}
             docs = owners if docs is None else docs & owners
         ranked = sorted(docs or (), key=lambda d: (-lexical_docs.get(d, (0, 0.0))[1], d))
         return ranked

@@ -17,70 +17,101 @@ faiss.omp_set_num_threads(1)  # queries are small; threads are better spent on e
 
 
 class LiveSegment:
-    """Exact inner-product search over appended vectors; every append is searchable at once."""
+    """Exact inner-product search over appended vectors; every append is searchable at once.
 
-    def __init__(self, dimension: int) -> None:
+    Rows live in capacity-doubling buffers, so an append costs amortized O(its rows) instead of
+    copying the whole segment per document; a delete moves the last row into the hole (two
+    position updates), so it never renumbers the segment. Only the filled prefix is searched.
+    """
+
+    def __init__(self, dimension: int, capacity: int = 64) -> None:
         self.dimension = dimension
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dimension), dtype=np.float32)
+        self._ids = np.zeros(capacity, dtype=np.int64)
+        self._vectors = np.zeros((capacity, dimension), dtype=np.float32)
+        self._count = 0
         self._position: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return int(self._ids.shape[0])
+        return self._count
 
     @property
     def ids(self) -> np.ndarray:
-        return self._ids
+        return self._ids[: self._count]
 
     @property
     def vectors(self) -> np.ndarray:
-        return self._vectors
+        return self._vectors[: self._count]
+
+    def _reserve(self, needed: int) -> None:
+        capacity = self._ids.shape[0]
+        if needed <= capacity:
+            return
+        capacity = max(needed, 2 * capacity, 64)
+        ids = np.zeros(capacity, dtype=np.int64)
+        vectors = np.zeros((capacity, self.dimension), dtype=np.float32)
+        ids[: self._count] = self._ids[: self._count]
+        vectors[: self._count] = self._vectors[: self._count]
+        self._ids, self._vectors = ids, vectors
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        base = len(self)
-        self._ids = np.concatenate([self._ids, ids.astype(np.int64)])
-        self._vectors = np.concatenate([self._vectors, vectors.astype(np.float32)])
+        n = int(ids.shape[0])
+        if n == 0:
+            return
+        base = self._count
+        self._reserve(base + n)
+        self._ids[base : base + n] = ids
+        self._vectors[base : base + n] = vectors
+        self._count = base + n
         for offset, chunk_id in enumerate(ids.tolist()):
             self._position[chunk_id] = base + offset
 
     def remove(self, ids: set[int]) -> int:
-        present = [i for i in ids if i in self._position]
-        if not present:
-            return 0
-        keep = ~np.isin(self._ids, np.asarray(present, dtype=np.int64))
-        self._ids = self._ids[keep]
-        self._vectors = self._vectors[keep]
-        self._position = {int(i): p for p, i in enumerate(self._ids.tolist())}
-        return len(present)
+        removed = 0
+        for chunk_id in ids:
+            position = self._position.pop(chunk_id, None)
+            if position is None:
+                continue
+            last = self._count - 1
+            if position != last:
+                moved = int(self._ids[last])
+                self._ids[position] = moved
+                self._vectors[position] = self._vectors[last]
+                self._position[moved] = position
+            self._count = last
+            removed += 1
+        return removed
 
     def contains(self, chunk_id: int) -> bool:
         return chunk_id in self._position
 
     def vector(self, chunk_id: int) -> np.ndarray:
-        return self._vectors[self._position[chunk_id]]
+        return self._vectors[self._position[chunk_id]].copy()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self)
+        n = self._count
         if n == 0 or k <= 0:
             empty = np.zeros((queries.shape[0], 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        scores = queries @ self._vectors.T
-        k = min(k, n)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        return np.take_along_axis(top_scores, order, axis=1), self._ids[top]
+        # faiss' own single-threaded scan, not numpy's BLAS: a 1-row GEMM there wakes OpenBLAS
+        # worker threads, which on a busy 2-core machine cost ~10 ms per query (measured).
+        scores, rows = faiss.knn(
+            np.ascontiguousarray(queries, dtype=np.float32),
+            self._vectors[:n],
+            min(k, n),
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
+        return scores, self._ids[:n][rows]
 
     def save(self, path: Path) -> None:
         with path.open("wb") as handle:
-            np.savez(handle, ids=self._ids, vectors=self._vectors)
+            np.savez(handle, ids=self.ids, vectors=self.vectors)
 
     @classmethod
     def load(cls, path: Path, dimension: int) -> LiveSegment:
-        segment = cls(dimension)
         with np.load(path) as data:
-            segment.add(data["ids"], data["vectors"])
+            ids, vectors = data["ids"], data["vectors"]
+            segment = cls(dimension, capacity=max(64, int(ids.shape[0])))
+            segment.add(ids, vectors)
         return segment
 
 
@@ -91,6 +122,7 @@ class SealedSegment:
         self.name = name
         self.index = index
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        self._sizes = self._list_sizes()
         self._ids = self._all_ids()
 
     @classmethod
@@ -103,8 +135,56 @@ class SealedSegment:
         vectors: np.ndarray,
     ) -> SealedSegment:
         ivf = faiss.IndexIVFFlat(quantizer, quantizer.d, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.is_trained = True  # the quantizer was trained once for the whole index
+        ivf.is_trained = True  # the quantizer is trained for the whole index
         ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        return cls(name, ivf)
+
+    @classmethod
+    def merge(
+        cls,
+        name: str,
+        quantizer: faiss.IndexFlatIP,
+        sources: list[SealedSegment],
+        dead: np.ndarray,
+    ) -> SealedSegment:
+        """One segment holding the alive vectors of `sources`, copied list by list.
+
+        The sources share `quantizer`, so no vector is re-assigned: merging costs a copy of
+        the vectors, not a pass through the quantizer.
+        """
+        nlist = sources[0].index.nlist
+        ivf = faiss.IndexIVFFlat(quantizer, quantizer.d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.is_trained = True
+        parts = []
+        for source in sources:
+            if source.index.nlist != nlist:
+                raise ValueError(f"{source.name} has {source.index.nlist} lists, not {nlist}")
+            ids, vectors = source.contents()
+            keep = ~np.isin(ids, dead) if len(dead) else np.ones(len(ids), dtype=bool)
+            offsets = np.concatenate([[0], np.cumsum(source._sizes)])
+            parts.append((ids, vectors, keep, offsets))
+        invlists = ivf.invlists
+        assert invlists is not None
+        total = 0
+        for list_no in range(nlist):
+            id_parts, vector_parts = [], []
+            for ids, vectors, keep, offsets in parts:
+                lo, hi = int(offsets[list_no]), int(offsets[list_no + 1])
+                if hi > lo:
+                    mask = keep[lo:hi]
+                    id_parts.append(ids[lo:hi][mask])
+                    vector_parts.append(vectors[lo:hi][mask])
+            if not id_parts:
+                continue
+            list_ids = np.ascontiguousarray(np.concatenate(id_parts), dtype=np.int64)
+            if not len(list_ids):
+                continue
+            codes = np.ascontiguousarray(np.concatenate(vector_parts), dtype=np.float32)
+            invlists.add_entries(
+                list_no, len(list_ids), faiss.swig_ptr(list_ids), faiss.swig_ptr(codes.view(np.uint8))
+            )
+            total += len(list_ids)
+        ivf.ntotal = total
         return cls(name, ivf)
 
     def __len__(self) -> int:
@@ -114,15 +194,40 @@ class SealedSegment:
     def ids(self) -> np.ndarray:
         return self._ids
 
+    def list_sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def _list_sizes(self) -> np.ndarray:
+        invlists = self.index.invlists
+        assert invlists is not None
+        return np.fromiter(
+            (invlists.list_size(i) for i in range(self.index.nlist)),
+            dtype=np.int64,
+            count=self.index.nlist,
+        )
+
     def _all_ids(self) -> np.ndarray:
         invlists = self.index.invlists
         assert invlists is not None
         parts = []
-        for list_no in range(self.index.nlist):
-            size = invlists.list_size(list_no)
-            if size:
-                parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+        for list_no in np.flatnonzero(self._sizes).tolist():
+            size = int(self._sizes[list_no])
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) in list order (the order of `ids`), copied out of the inverted lists."""
+        invlists = self.index.invlists
+        assert invlists is not None
+        d = self.index.d
+        vectors = np.empty((len(self._ids), d), dtype=np.float32)
+        at = 0
+        for list_no in np.flatnonzero(self._sizes).tolist():
+            size = int(self._sizes[list_no])
+            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * d * 4)
+            vectors[at : at + size] = codes.view(np.float32).reshape(size, d)
+            at += size
+        return self._ids, vectors
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         return (
@@ -139,6 +244,41 @@ class SealedSegment:
         if exclude is not None:
             params.sel = exclude
         scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
+
+    @staticmethod
+    def assigned_params(nprobe: int, exclude: faiss.IDSelector | None) -> faiss.SearchParametersIVF:
+        """Parameters for `search_assigned`, built once per query for all segments."""
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+        if exclude is not None:
+            params.sel = exclude
+        return params
+
+    def search_assigned(
+        self,
+        queries: np.ndarray,
+        k: int,
+        assigned: tuple[np.ndarray, np.ndarray],
+        params: faiss.SearchParametersIVF,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scan only the lists the shared quantizer chose for `queries` (lists, their scores);
+        `params.nprobe` must be the number of columns of the assignment."""
+        lists, coarse = assigned
+        n = queries.shape[0]
+        scores = np.empty((n, k), dtype=np.float32)
+        ids = np.empty((n, k), dtype=np.int64)
+        self.index.search_preassigned_c(  # type: ignore[attr-defined]
+            n,
+            faiss.swig_ptr(queries),
+            k,
+            faiss.swig_ptr(lists),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(ids),
+            False,
+            params,
+        )
         return scores, ids
 
     def save(self, path: Path) -> None:

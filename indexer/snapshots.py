@@ -5,12 +5,23 @@ last) lists a checksum for every file it needs. A crash at any point therefore l
 previous generation intact, and the offsets in a manifest are exactly those whose events the
 generation contains (bytewax-style recovery: resume from the snapshot, not from Kafka commits).
 Sealed segments live in `segments/`, are written once and referenced by later generations.
+Documents live in `documents.sqlite` (indexer/documents.py: why SQLite, MVCC by generation): a
+generation commits only the documents changed since the previous one, in one SQLite transaction,
+before its manifest; the manifest names the store generation and its row counts, which loading
+verifies (SQLite's own page checks catch the rest; the writer runs `PRAGMA quick_check` when it
+opens). A refresh reads only the rows changed between its generation and the new one. Format 1
+(gen-*/documents.jsonl rewritten every generation) is migrated by the writer when it opens
+(`semsearch index`), refused by readers with a message that says so.
 
 What can go wrong on disk, and what happens then:
 - a write fails (disk full, I/O error): the temporary directory is removed and a SnapshotWriteError
   says what to do; readers keep the previous generation, the writer keeps its state and retries.
 - a manifest or generation file is corrupt: loading with `fallback` serves the newest generation
   that verifies, logging (and reporting through `on_skip`) each one skipped.
+- a crash between the SQLite commit and the manifest rename: readers read at their manifest's
+  generation and never see the extra rows; the writer rolls them back before committing again.
+- documents.sqlite is corrupt or truncated (every generation shares it): SnapshotError naming the
+  file and how to rebuild; nothing is served from it.
 - a sealed segment (shared by many generations, so falling back does not help) fails its checksum:
   the writer (`load(repair=True)`, only under the index's WriterLock) rebuilds its vectors from the
   document table and the embedding cache and publishes a new generation; readers never write.
@@ -38,10 +49,12 @@ import numpy as np
 
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
-from indexer.documents import DocumentTable
+from indexer.documents import DocumentStore, DocumentTable, StoreChanges
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
+from indexer.lexical import Checkpoint, LexicalIndex
+from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
@@ -49,7 +62,8 @@ from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: documents in documents.sqlite (1: gen-*/documents.jsonl, migrated by the writer on open).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INDEX_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _GEN = re.compile(r"^gen-(\d{6,})$")
@@ -114,6 +128,10 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    # The document store generation this manifest reads (StoreStats.to_json); None in format 1.
+    documents: dict[str, Any] | None = None
+    # The lexical segments (LexicalStore.persist's section); None: rebuilt from the documents.
+    lexical: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -175,6 +193,18 @@ class SnapshotStore:
         self.segments_dir = self.root / "segments"
         self.pins = GenerationPins(self.root)
         self.last_repair: RepairReport | None = None
+        self.migrated_from: int | None = None  # the format-1 generation the writer migrated
+        self._documents: DocumentStore | None = None
+        self._writer_checked = False
+        self._writer_error: SnapshotError | None = None
+
+    def document_store(self, *, writer: bool = False) -> DocumentStore:
+        """The documents.sqlite of this directory (one connection per SnapshotStore); only the
+        writer (under the WriterLock) may create it or write to it."""
+        current = self._documents
+        if current is None or (writer and not current.writer):
+            current = self._documents = DocumentStore(self.root, writer=writer)
+        return current
 
     # -- listing --------------------------------------------------------------------------
     def generations(self) -> list[int]:
@@ -289,6 +319,8 @@ class SnapshotStore:
                 raise
             tmp = None
             _fsync_dir(self.root)
+            with index.lock.writing():
+                index.documents.committed(self.document_store(writer=True), generation)
         except BaseException as exc:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -334,7 +366,8 @@ class SnapshotStore:
             vectors = index.vectors
             quantizer: dict[str, Any] | None = None
             if vectors.quantizer is not None:
-                quantizer = {"file": "segments/quantizer.faiss", "nlist": vectors.nlist}
+                # Versioned by name: a retrain is a new file, older generations keep theirs.
+                quantizer = vectors.quantizer_entry()
                 self._write_once(
                     self.root / quantizer["file"],
                     lambda p: faiss.write_index(vectors.quantizer, str(p)),
@@ -346,18 +379,20 @@ class SnapshotStore:
                 segments.append({"name": segment.name, "file": rel, "count": len(segment)})
             vectors.live.save(tmp / "live.npz")
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
-            with (tmp / "documents.jsonl").open("w", encoding="utf-8") as handle:
-                index.documents.dump(handle)
+            documents = self._write_documents(index, generation)
+            lexical_checkpoint = index.lexical.checkpoint()
             counts = index.count().__dict__
             next_chunk_id = index.next_chunk_id
-        for name in ("live.npz", "tombstones.npy", "documents.jsonl"):
+        lexical = self._write_lexical(index, lexical_checkpoint)
+        for name in ("live.npz", "tombstones.npy"):
             _fsync_file(tmp / name)
             files[f"GEN/{name}"] = {
                 "sha256": _sha256(tmp / name),
                 "bytes": (tmp / name).stat().st_size,
             }
         previous: dict[str, dict[str, Any]] | None = None
-        for rel in [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else []):
+        shared = [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else [])
+        for rel in shared + LexicalStore.files(lexical):
             entry = self._read_sidecar(rel)
             if entry is None:
                 if previous is None:
@@ -383,12 +418,27 @@ class SnapshotStore:
             offsets={t: dict(p) for t, p in (offsets or {}).items()},
             files=files,
             extra=extra or {},
+            documents=documents,
+            lexical=lexical,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
         _fsync_file(manifest_path)
         _fsync_dir(tmp)
         return manifest
+
+    def _write_documents(self, index: Index, generation: int) -> dict[str, Any]:
+        """Commit the documents changed since the previous generation (one SQLite transaction,
+        O(changes)); rows a crashed attempt left above the newest manifest are rolled back in the
+        same transaction. Returns the manifest's `documents` entry."""
+        previous = self.latest_generation() or 0
+        store = self.document_store(writer=True)
+        return index.documents.commit(store, generation, previous).to_json()
+
+    def _write_lexical(self, index: Index, checkpoint: Checkpoint) -> dict[str, Any]:
+        """The lexical leg's delta segment (and merges) since the previous generation, written
+        outside the index lock (indexer/lexical_store.py); checksummed like sealed segments."""
+        return LexicalStore(self.root).persist(index.lexical, checkpoint)
 
     def _read_sidecar(self, rel: str) -> dict[str, Any] | None:
         # Sealed files never change, so their checksum is computed once and kept beside them.
@@ -471,6 +521,11 @@ class SnapshotStore:
                 referenced |= {s["file"] for s in manifest.segments}
                 if manifest.quantizer:
                     referenced.add(manifest.quantizer["file"])
+                referenced.update(LexicalStore.files(manifest.lexical))
+            LexicalStore(self.root).collect_garbage(referenced)
+            if kept and (self.root / "documents.sqlite").is_file():
+                # Under the pins lock: no reader can pin a generation older than `kept` now.
+                self.document_store(writer=True).collect(min(kept))
             if self.segments_dir.is_dir():
                 for path in self.segments_dir.glob("*.faiss"):
                     rel = f"segments/{path.name}"
@@ -575,19 +630,72 @@ class SnapshotStore:
             ensure_compatible(model, manifest.model, canaries, manifest.index_id)
             bad = self._corrupt_files(manifest)
             sealed_files = {s["file"] for s in manifest.segments}
+            lexical_files = set(LexicalStore.files(manifest.lexical))
             corrupt = {rel for rel, _ in bad}
-            if bad and not (repair and corrupt <= sealed_files):
+            # The writer rebuilds shared files: vectors from the cache, BM25 from the documents.
+            if bad and not (repair and corrupt <= sealed_files | lexical_files):
                 raise SnapshotError(bad[0][1])
             stored = manifest.settings
             settings = settings.with_overrides(
                 chunk_tokens=stored["chunk_tokens"], chunk_overlap=stored["chunk_overlap"]
             )
+            if repair:
+                self._open_writer_store()
             index = Index(model, settings, cache, canaries=canaries)
             index.index_id = manifest.index_id
-            self._install(index, manifest, sealed={}, skip=corrupt)
-        if corrupt:
-            manifest = self._repair(index, manifest, sorted(corrupt))
+            self._install(index, manifest, sealed={}, skip=corrupt, writer=repair)
+        if manifest.documents is None:
+            manifest = self._migrate(index, manifest)
+        if corrupt & sealed_files:
+            manifest = self._repair(index, manifest, sorted(corrupt & sealed_files))
+        elif corrupt:
+            log.error(
+                "generation %d of %s: lexical segment(s) %s fail their checksum; BM25 was rebuilt "
+                "from the document store, publishing it",
+                manifest.generation,
+                self.root,
+                ", ".join(sorted(corrupt)),
+            )
+            manifest = self.write(index, manifest.offsets, extra=manifest.extra)
         return index, manifest
+
+    def _open_writer_store(self) -> None:
+        """What the writer does once when it opens: undo rows a crash left above the newest
+        manifest, and let SQLite check its pages (O(file), so not on every reader load)."""
+        if self._writer_error is not None:
+            raise self._writer_error
+        if self._writer_checked:
+            return
+        store = self.document_store(writer=True)
+        try:
+            store.quick_check()
+            store.rollback_after(self.latest_generation() or 0)
+        except SnapshotError as exc:
+            self._writer_error = exc
+            raise
+        self._writer_checked = True
+
+    def _migrate(self, index: Index, manifest: Manifest) -> Manifest:
+        """Format 1 -> 2: the documents.jsonl just loaded becomes the store's first generation,
+        published as a new generation with the same offsets (the old ones stay until GC)."""
+        log.warning(
+            "generation %d of %s is format 1 (documents.jsonl); migrating its %d documents to "
+            "documents.sqlite",
+            manifest.generation,
+            self.root,
+            len(index.documents),
+        )
+        published = self.write(index, manifest.offsets, extra=manifest.extra)
+        self.migrated_from = manifest.generation
+        return published
+
+    def _format1_refused(self, manifest: Manifest) -> SnapshotError:
+        return SnapshotError(
+            f"generation {manifest.generation} of {self.root} was written in format 1 (documents "
+            "in gen-*/documents.jsonl), which readers no longer load; start the indexer of this "
+            "index (`semsearch index`), which migrates it when it opens, or rebuild it "
+            "(`semsearch build`)"
+        )
 
     def _repair(self, index: Index, manifest: Manifest, corrupt: list[str]) -> Manifest:
         """Rebuild the vectors of corrupt sealed segments and publish them as a new generation.
@@ -689,10 +797,13 @@ class SnapshotStore:
                 raise SnapshotError(f"{self.root} holds {manifest.index_id}, not {index.index_id}")
             loaded = {s.name: s for s in index.vectors.sealed}
             known = {s["file"] for s in manifest.segments if s["name"] in loaded}
-            if manifest.quantizer and index.vectors.quantizer is not None:
+            if manifest.quantizer and manifest.quantizer["file"] == index.vectors.quantizer_file:
                 known.add(manifest.quantizer["file"])
+            # Lexical segments the index already holds are not read (nor hashed) again.
+            held = {s.file for s in index.lexical.segments if s.file}
+            known.update(rel for rel in LexicalStore.files(manifest.lexical) if rel in held)
             self.verify(manifest, skip=known)
-            self._install(index, manifest, sealed=loaded)
+            self._install(index, manifest, sealed=loaded, refresh=True)
         return manifest
 
     def _install(
@@ -701,9 +812,21 @@ class SnapshotStore:
         manifest: Manifest,
         sealed: dict[str, SealedSegment],
         skip: set[str] | None = None,
+        *,
+        writer: bool = False,
+        refresh: bool = False,
     ) -> None:
         gen_dir = self._gen_dir(manifest.generation)
-        documents = DocumentTable.load(gen_dir / "documents.jsonl")
+        changes: StoreChanges | None = None
+        if refresh and manifest.documents is not None:
+            changes = index.documents.delta(
+                self.document_store(), int(manifest.documents["generation"])
+            )
+        documents = lexical = None
+        if changes is None:
+            documents = self._open_documents(manifest, writer=writer)
+        if changes is None or manifest.lexical is not None:
+            lexical = self._load_lexical(index, manifest, documents, skip, reuse=refresh)
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
@@ -712,10 +835,19 @@ class SnapshotStore:
             if not (skip and s["file"] in skip)
         ]
         quantizer: Any = None
-        if manifest.quantizer and index.vectors.quantizer is None:
+        if manifest.quantizer and manifest.quantizer["file"] != index.vectors.quantizer_file:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
         with index.lock.writing():
-            self._update_lexical(index, documents)
+            if changes is not None:
+                assert manifest.documents is not None
+                index.documents.apply_delta(changes, int(manifest.documents["generation"]))
+                if lexical is None:
+                    self._apply_lexical(index, changes)
+            else:
+                assert documents is not None
+                index.documents = documents
+            if lexical is not None:
+                index.lexical = lexical
             vectors = index.vectors
             for segment in list(vectors.sealed):
                 if segment not in segments:
@@ -724,24 +856,54 @@ class SnapshotStore:
                 if segment not in vectors.sealed:
                     vectors.attach(segment)
             if quantizer is not None:
-                vectors.quantizer, vectors.nlist = quantizer, int(manifest.quantizer["nlist"])  # type: ignore[index]
+                vectors.adopt_quantizer(quantizer, manifest.quantizer)  # type: ignore[arg-type]
             vectors.live = live
             vectors.tombstones = tombstones
             vectors._selector = None
-            index.documents = documents
             index.next_chunk_id = manifest.next_chunk_id
 
-    @staticmethod
-    def _update_lexical(index: Index, documents: DocumentTable) -> None:
-        """Apply only the documents whose version changed: BM25 is not rebuilt per refresh."""
-        old = index.documents
-        for record in old:
-            fresh = documents.get(record.doc_id)
-            if fresh is None or fresh.version != record.version:
-                for chunk in record.chunks:
-                    index.lexical.remove(chunk.chunk_id, record.chunk_text(chunk))
+    def _open_documents(self, manifest: Manifest, *, writer: bool) -> DocumentTable:
+        if manifest.documents is None:
+            if not writer:
+                raise self._format1_refused(manifest)
+            return DocumentTable.load(self._gen_dir(manifest.generation) / "documents.jsonl")
+        store = self.document_store(writer=writer)
+        return DocumentTable.open(store, int(manifest.documents["generation"]), manifest.documents)
+
+    def _load_lexical(
+        self,
+        index: Index,
+        manifest: Manifest,
+        documents: DocumentTable | None,
+        skip: set[str] | None,
+        *,
+        reuse: bool,
+    ) -> LexicalIndex:
+        """The persisted lexical segments (checksums verified with the manifest's files, so not
+        hashed twice; a refresh reuses the segments it holds). Without them - format 1, or a
+        corrupt segment the writer is repairing - BM25 is rebuilt from the document store,
+        streamed (texts never all in RAM)."""
+        section = manifest.lexical
+        if section is not None and not (skip and skip & set(LexicalStore.files(section))):
+            held = index.lexical if reuse else None
+            return LexicalStore(self.root).load(section, reuse=held, verify=False)
+        if documents is None:
+            documents = index.documents
+        lexical = LexicalIndex()
         for record in documents:
-            previous = old.get(record.doc_id)
-            if previous is None or previous.version != record.version:
-                for chunk in record.chunks:
-                    index.lexical.add(chunk.chunk_id, record.chunk_text(chunk))
+            full_text = record.full_text
+            for chunk in record.chunks:
+                lexical.add(chunk.chunk_id, full_text[chunk.start : chunk.end])
+        return lexical
+
+    @staticmethod
+    def _apply_lexical(index: Index, changes: StoreChanges) -> None:
+        """A refresh applies only the rows that changed: BM25 is not rebuilt per refresh."""
+        for record in changes.ended:
+            full_text = record.full_text
+            for chunk in record.chunks:
+                index.lexical.remove(chunk.chunk_id, full_text[chunk.start : chunk.end])
+        for record in changes.added:
+            full_text = record.full_text
+            for chunk in record.chunks:
+                index.lexical.add(chunk.chunk_id, full_text[chunk.start : chunk.end])

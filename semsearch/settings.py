@@ -59,8 +59,9 @@ class Settings:
     chunk_overlap: int = 32
     # SEMSEARCH_MAX_DOC_BYTES: larger documents are rejected (dead-lettered), not truncated.
     max_doc_bytes: int = 2 * 1024 * 1024
-    # SEMSEARCH_NPROBE: IVF lists probed per sealed segment (10).
-    nprobe: int = 10
+    # SEMSEARCH_NPROBE: IVF lists probed per query, shared by all sealed segments (16; lists
+    # hold ~1,000 vectors: see indexer/vector_index.py for recall vs nprobe).
+    nprobe: int = 16
     # SEMSEARCH_SEAL_CHUNKS: live-segment size at which it is sealed into an IVF segment (8192).
     seal_chunks: int = 8192
     # KAFKA_BOOTSTRAP_SERVERS: unset = start the embedded Tansu broker.
@@ -111,7 +112,7 @@ class Settings:
             chunk_tokens=_int("SEMSEARCH_CHUNK_TOKENS", 256, minimum=16),
             chunk_overlap=_int("SEMSEARCH_CHUNK_OVERLAP", 32, minimum=0),
             max_doc_bytes=_int("SEMSEARCH_MAX_DOC_BYTES", 2 * 1024 * 1024, minimum=1),
-            nprobe=_int("SEMSEARCH_NPROBE", 10, minimum=1),
+            nprobe=_int("SEMSEARCH_NPROBE", 16, minimum=1),
             seal_chunks=_int("SEMSEARCH_SEAL_CHUNKS", 8192, minimum=64),
             kafka_bootstrap=_str("KAFKA_BOOTSTRAP_SERVERS", None),
             docs_topic=_str("SEMSEARCH_DOCS_TOPIC", "docs") or "docs",

@@ -193,14 +193,14 @@ def test_an_empty_checksum_sidecar_is_recomputed_not_fatal(
 
 
 def _disk_full(monkeypatch: pytest.MonkeyPatch, full: threading.Event) -> None:
-    original = DocumentTable.dump
+    original = DocumentTable.commit
 
-    def dump(self: DocumentTable, out: Any) -> None:
+    def commit(self: DocumentTable, *args: Any) -> Any:
         if full.is_set():
             raise OSError(errno.ENOSPC, "No space left on device")
-        original(self, out)
+        return original(self, *args)
 
-    monkeypatch.setattr(DocumentTable, "dump", dump)
+    monkeypatch.setattr(DocumentTable, "commit", commit)
 
 
 def test_disk_full_during_a_write_leaves_nothing_and_keeps_the_previous_generation(

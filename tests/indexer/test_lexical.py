@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 
 import numpy as np
+import pytest
 from rank_bm25 import BM25Okapi
 
+import indexer.lexical
 from indexer.analyzer import analyze, identifiers
 from indexer.lexical import LexicalIndex
 
@@ -96,3 +99,75 @@ def test_empty_and_unknown_queries() -> None:
     assert index.search("the of and", 5) == []  # only stopwords
     assert index.search("zzzz", 5) == []
     assert index.search("text", 0) == []
+
+
+def test_query_work_does_not_scale_with_the_largest_chunk_id() -> None:
+    index = LexicalIndex()
+    texts = _corpus(200, seed=17)
+    for i, text in enumerate(texts):
+        index.add(i if i < 100 else 4_000_000 + i, text)  # ids issued over a long history
+    query = "term1 term2 cancer gene"
+    first = index.search(query, 10)  # warms the pooled scratch array
+    tracemalloc.start()
+    try:
+        assert index.search(query, 10) == first
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000, peak  # a per-query array over 4M ids would be 16 MB
+
+
+def test_removes_are_constant_time_flags() -> None:
+    index = LexicalIndex()
+    texts = _corpus(300, seed=19)
+    for i, text in enumerate(texts):
+        index.add(i, text)
+    index.compact()
+    segments = index.segments
+    for i in range(0, 300, 2):
+        index.remove(i)  # no text needed, nothing rewritten (the old automatic compaction stalled)
+    assert index.segments is segments
+    rebuilt = LexicalIndex()
+    for i in range(1, 300, 2):
+        rebuilt.add(i, texts[i])
+    for query in ("term1 term2", "cancer gene virus"):
+        a, b = index.search(query, 20), rebuilt.search(query, 20)
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-5)
+    with pytest.raises(ValueError, match="never reused"):
+        index.add(0, "reused id")
+
+
+def test_pruned_top_k_equals_exhaustive_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _corpus(600, seed=23)
+    index = LexicalIndex()
+    for i, text in enumerate(texts):
+        index.add(i, text)
+    for i in range(0, 600, 5):
+        index.remove(i)
+    alive = [i for i in range(600) if i % 5]
+    reference = LuceneIdfBM25([analyze(texts[i]) for i in alive])
+    pruned: list[bool] = []
+    real = indexer.lexical._can_prune
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        pruned.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return pruned[-1]
+
+    monkeypatch.setattr(indexer.lexical, "_can_prune", spy)
+    rng = random.Random(29)
+    common = ["term0", "term1", "term2", "protein"]  # in most chunks: low idf, long postings
+    for _ in range(60):
+        rare = [f"term{rng.randint(100, 299)}" for _ in range(rng.randint(1, 3))]
+        query = " ".join(rare + rng.sample(common, rng.randint(1, 3)))
+        scores = reference.get_scores(analyze(query))
+        for k in (1, 3, 10):
+            got = index.search(query, k)
+            order = sorted(range(len(alive)), key=lambda j: (-scores[j], alive[j]))
+            want = [(alive[j], scores[j]) for j in order if scores[j] > 0][:k]
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-4), query
+            assert {i for i, _ in got} <= {alive[j] for j in range(len(alive)) if scores[j] > 0}
+            # ids equal up to float32 near-ties
+            top = {alive[j] for j in order[:k]}
+            assert all(i in top or math.isclose(s, want[-1][1], rel_tol=1e-4) for i, s in got)
+    assert any(pruned), "no query was pruned; the test does not exercise MaxScore"

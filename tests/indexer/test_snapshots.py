@@ -79,8 +79,10 @@ def test_corruption_is_detected(
     store = SnapshotStore(tmp_path / "idx")
     store.write(index)
     store.write(index)
-    live = tmp_path / "idx" / "gen-000002" / "documents.jsonl"
-    live.write_text(live.read_text().replace("Vitamin", "Vitamen"))
+    live = tmp_path / "idx" / "gen-000002" / "live.npz"
+    data = bytearray(live.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    live.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match="checksum"):
         store.load(model, settings)
     loaded, manifest = store.load(model, settings, fallback=True)

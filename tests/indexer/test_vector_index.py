@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.vector_index import MIN_POINTS_PER_LIST, VectorIndex, nlist_for
+from indexer.vector_index import MIN_POINTS_PER_LIST, VectorIndex, nlist_for, planned_nlist
 
 
 def _unit(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -59,3 +59,6 @@ def test_nlist_rule() -> None:
     assert nlist_for(100_000) == 100
     assert nlist_for(8192) == 8
     assert nlist_for(10) == 1
+    # trained for the middle of the next 4x growth: ~1,000 vectors per list at 2N
+    assert planned_nlist(8192) == 16 and planned_nlist(500_000) == 1000
+    assert planned_nlist(64) == 1  # never fewer than 39 training points per list
