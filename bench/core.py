@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from bench.reporting import percentile, print_table
 from indexer.beir import ReadProblems, read_corpus, read_queries
 from indexer.build import build_index
 from indexer.chunking import Chunker
@@ -62,27 +61,6 @@ class BuildRun:
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds if self.seconds else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
-
-
-def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    """Plain fixed-width table: benches are read in terminals and CI logs, not notebooks."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print(
-            "  "
-            + "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 def load_documents(corpus: Path, limit: int) -> list[Document]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.core import print_table
+from bench.reporting import print_table
 from indexer.beir import read_queries
 from indexer.documents import Document
 from indexer.index import Index

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.core import percentile, print_table
+from bench.reporting import percentile, print_table
 from indexer.chunking import Chunker
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from rank_bm25 import BM25Okapi
 
+from bench.reporting import print_table, summary
 from indexer.analyzer import STOPWORDS, analyze
 from indexer.beir import ReadProblems, read_corpus, read_queries
 from indexer.lexical import COMPACT_DEAD_FRACTION, LexicalIndex
@@ -58,37 +59,6 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 DEFAULT_OUT = REPO / "bench" / "results" / "lexical.json"
 TARGET_QUERY_P99_MS = 5.0
 TOP_K = 10
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
-
-
-def summary(samples_ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples_ms),
-        "p50_ms": percentile(samples_ms, 50),
-        "p99_ms": percentile(samples_ms, 99),
-        "mean_ms": statistics.fmean(samples_ms) if samples_ms else float("nan"),
-        "max_ms": max(samples_ms) if samples_ms else float("nan"),
-    }
-
-
-def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    """Plain fixed-width table: benches are read in terminals and CI logs, not notebooks."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print(
-            "  "
-            + "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from bench.core import DEFAULT_DATA, REPO, load_documents, percentile, print_table
+from bench.core import DEFAULT_DATA, REPO, load_documents
+from bench.reporting import print_table, summary
 from indexer.analyzer import analyze
 from indexer.beir import ReadProblems, read_corpus
 from indexer.documents import Document
@@ -92,16 +93,6 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def latency(samples_ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples_ms),
-        "p50_ms": percentile(samples_ms, 50),
-        "p99_ms": percentile(samples_ms, 99),
-        "mean_ms": statistics.fmean(samples_ms) if samples_ms else float("nan"),
-        "max_ms": max(samples_ms) if samples_ms else float("nan"),
-    }
 
 
 def timed(fn: Callable[[Any], object], items: list[Any], warmup: int = 10) -> list[float]:
@@ -529,14 +520,14 @@ def queries_phase(
 
     found = [[chunk_id for chunk_id, _ in leg(q)] for q in qvecs]
     project = {
-        "vector": latency(timed(lambda it: internal(it[0], it[1], "vector"), items)),
-        "vector_leg": latency(timed(leg, list(qvecs))),
-        "bm25": latency(timed(lambda t: index.search(t, k=TOP_K, mode="bm25"), texts)),
-        "hybrid": latency(timed(lambda it: internal(it[0], it[1], "hybrid"), items)),
+        "vector": summary(timed(lambda it: internal(it[0], it[1], "vector"), items)),
+        "vector_leg": summary(timed(leg, list(qvecs))),
+        "bm25": summary(timed(lambda t: index.search(t, k=TOP_K, mode="bm25"), texts)),
+        "hybrid": summary(timed(lambda it: internal(it[0], it[1], "hybrid"), items)),
         "vector_recall_at_10": recall(found, truth),
         "bm25_empty_results": sum(1 for t in texts if not index.search(t, k=TOP_K, mode="bm25")),
     }
-    exact = {"flat": latency(flat_ms)}
+    exact = {"flat": summary(flat_ms)}
     return project, exact, qvecs, truth
 
 
@@ -579,7 +570,7 @@ def raw_faiss(
         "train_s": train_s,
         "add_s": add_s,
         "add_vectors_per_s": n / add_s if add_s else float("inf"),
-        "search": latency(samples),
+        "search": summary(samples),
         "recall_at_10": recall([list(map(int, row)) for row in found], truth),
         "write_index_s": write_s,
         "index_bytes": size,

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.durable_files import fsync_dir
 from indexer.errors import SnapshotError
 from indexer.lexical import (
     COMPACT_DEAD_FRACTION,
@@ -84,14 +85,6 @@ _HINT = (
 
 class LexicalStoreError(SnapshotError):
     """A lexical segment file is missing, truncated or corrupt (a SnapshotError: loaders fall back)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_segment(segment: Segment, path: Path) -> int:
@@ -142,7 +135,7 @@ def write_segment(segment: Segment, path: Path) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return len(MAGIC) + 8 + len(header) + payload_bytes
 
 

@@ -31,7 +31,6 @@ What can go wrong on disk, and what happens then:
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ import numpy as np
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
 from indexer.documents import DocumentStore, DocumentTable, StoreChanges
+from indexer.durable_files import fsync_dir, fsync_file, sha256_of
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
@@ -149,35 +149,11 @@ class Manifest:
         return cls(**data)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _older_than(path: Path, cutoff: float) -> bool:
     try:
         return path.stat().st_mtime < cutoff
     except OSError:
         return False
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotStore:
@@ -318,7 +294,7 @@ class SnapshotStore:
                     ) from exc
                 raise
             tmp = None
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             with index.lock.writing():
                 index.documents.committed(self.document_store(writer=True), generation)
         except BaseException as exc:
@@ -385,9 +361,9 @@ class SnapshotStore:
             next_chunk_id = index.next_chunk_id
         lexical = self._write_lexical(index, lexical_checkpoint)
         for name in ("live.npz", "tombstones.npy"):
-            _fsync_file(tmp / name)
+            fsync_file(tmp / name)
             files[f"GEN/{name}"] = {
-                "sha256": _sha256(tmp / name),
+                "sha256": sha256_of(tmp / name),
                 "bytes": (tmp / name).stat().st_size,
             }
         previous: dict[str, dict[str, Any]] | None = None
@@ -423,8 +399,8 @@ class SnapshotStore:
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
-        _fsync_file(manifest_path)
-        _fsync_dir(tmp)
+        fsync_file(manifest_path)
+        fsync_dir(tmp)
         return manifest
 
     def _write_documents(self, index: Index, generation: int) -> dict[str, Any]:
@@ -470,17 +446,17 @@ class SnapshotStore:
     def _segment_checksum(self, rel: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
         """The checksum record of a sealed file, (re)written atomically as its sidecar."""
         path = self.root / rel
-        entry = known if known is not None else {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        entry = known if known is not None else {"sha256": sha256_of(path), "bytes": path.stat().st_size}
         sidecar = path.with_name(path.name + ".sha256")
         tmp = sidecar.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{sidecar.name}")
         try:
             tmp.write_text(json.dumps(entry))
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.rename(tmp, sidecar)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(sidecar.parent)
+        fsync_dir(sidecar.parent)
         return entry
 
     @staticmethod
@@ -490,12 +466,12 @@ class SnapshotStore:
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
         try:
             writer(tmp)
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.rename(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def collect_garbage(self) -> None:
         """Keep the newest `keep` generations, every pinned one, and the segments they reference."""
@@ -551,7 +527,7 @@ class SnapshotStore:
             path = gen_dir / rel[4:] if rel.startswith("GEN/") else self.root / rel
             if not path.is_file():
                 bad.append((rel, f"generation {manifest.generation} of {self.root} is missing {rel}"))
-            elif _sha256(path) != expected["sha256"]:
+            elif sha256_of(path) != expected["sha256"]:
                 bad.append(
                     (
                         rel,

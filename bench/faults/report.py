@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.core import print_table
 from bench.faults.row import Row
+from bench.reporting import print_table
 
 
 def print_rows(rows: list[Row], quick: bool) -> None:

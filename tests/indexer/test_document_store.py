@@ -20,12 +20,13 @@ from indexer.documents import (
     DocumentStore,
     DocumentTable,
 )
+from indexer.durable_files import sha256_of
 from indexer.errors import SnapshotError
 from indexer.index import Index
 from indexer.lexical import LexicalIndex
 from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
-from indexer.snapshots import MANIFEST, SnapshotStore, _sha256
+from indexer.snapshots import MANIFEST, SnapshotStore
 from semsearch.settings import Settings
 
 WORDS = [
@@ -265,7 +266,7 @@ def _as_format_1(root: Path, index: Index) -> None:
     data.pop("documents")
     data["format"] = 1
     data["files"]["GEN/documents.jsonl"] = {
-        "sha256": _sha256(gen / "documents.jsonl"),
+        "sha256": sha256_of(gen / "documents.jsonl"),
         "bytes": (gen / "documents.jsonl").stat().st_size,
     }
     (gen / MANIFEST).write_text(json.dumps(data))
