@@ -21,6 +21,7 @@ from indexer._rwlock import ReadWriteLock
 from indexer.analyzer import identifiers
 from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
+from indexer.document_table import DocumentTable
 from indexer.documents import (
     MAX_DOC_ID_CHARS,
     Change,
@@ -28,7 +29,6 @@ from indexer.documents import (
     Deletion,
     Document,
     DocumentRecord,
-    DocumentTable,
 )
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import InvalidDocumentError, InvalidQueryError

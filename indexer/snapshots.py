@@ -48,7 +48,8 @@ import numpy as np
 
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
-from indexer.documents import DocumentStore, DocumentTable, StoreChanges
+from indexer.document_store import DocumentStore, StoreChanges
+from indexer.document_table import DocumentTable
 from indexer.durable_files import fsync_dir, fsync_file, sha256_of
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError

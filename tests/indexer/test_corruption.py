@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumers.worker import IndexWorker
-from indexer.documents import Document, DocumentTable
+from indexer.document_table import DocumentTable
+from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import SnapshotError
 from indexer.index import Index

@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from indexer.documents import (
-    STORE_FILE,
-    ChunkRecord,
-    Deletion,
-    Document,
-    DocumentRecord,
-    DocumentStore,
-    DocumentTable,
-)
+from indexer.document_store import STORE_FILE, DocumentStore
+from indexer.document_table import DocumentTable
+from indexer.documents import ChunkRecord, Deletion, Document, DocumentRecord
 from indexer.durable_files import sha256_of
 from indexer.errors import SnapshotError
 from indexer.index import Index

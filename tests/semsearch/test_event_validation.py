@@ -16,7 +16,8 @@ import pytest
 
 from consumers.operators import split_batch
 from consumers.source import Record
-from indexer.documents import ChunkRecord, Document, DocumentRecord, DocumentTable
+from indexer.document_table import DocumentTable
+from indexer.documents import ChunkRecord, Document, DocumentRecord
 from semsearch.events import (
     MAX_NESTING,
     EventError,
