@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from indexer.errors import IndexNotFoundError
+
 log = logging.getLogger(__name__)
 
 PINS_DIR = "pins"
@@ -143,3 +145,52 @@ class GenerationPins:
             return time.time() - path.stat().st_mtime < FOREIGN_PIN_TTL_S
         except OSError:
             return False
+
+
+class StandingPin:
+    """A long-lived reader's hold on the generation it serves (the API, a migration's private
+    copy): unlike a load's pin, it lasts as long as the reader reads at that generation.
+
+    Why it is needed: a loaded index reads titles, texts and metadata from documents.sqlite at
+    its generation on every query, and the writer's GC deletes the rows no kept or pinned
+    generation can see. Unpinned, a reader that has not refreshed for `keep` generations loses
+    the rows of every document changed since - its hits silently vanish.
+
+    Invariant: the pin is on a generation <= the one served. That suffices for the documents (GC
+    deletes rows with gen_to <= the oldest kept or pinned generation, and a row visible at a
+    newer generation has a larger gen_to), so a newer pin that cannot be had (collected in the
+    instant between a refresh's own pin and this one) just leaves the older pin in place.
+    """
+
+    def __init__(self, pin: Pin | None = None) -> None:
+        self._pin = pin
+
+    @property
+    def generation(self) -> int | None:
+        return None if self._pin is None else self._pin.generation
+
+    def move_to(self, generation: int, pin: Callable[[int], Pin]) -> None:
+        """Hold `generation` (`pin` is SnapshotStore.pin): the new pin is taken before the old
+        one is released, so the reader is never unpinned in between.
+
+        If `generation` was collected meanwhile (IndexNotFoundError) and the held pin is older,
+        that pin is kept (it protects the newer generation's rows); otherwise the error is raised:
+        nothing protects the generation the caller is about to serve.
+        """
+        old = self._pin
+        if old is not None and old.generation == generation:
+            return
+        try:
+            new = pin(generation)
+        except IndexNotFoundError:
+            if old is not None and old.generation <= generation:
+                return
+            raise
+        self._pin = new
+        if old is not None:
+            old.release()
+
+    def release(self) -> None:
+        pin, self._pin = self._pin, None
+        if pin is not None:
+            pin.release()

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from indexer.drift import mismatch_gauge
 from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
+from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from query_api.metrics import ApiMetrics
 from semsearch.embedded.redis import describe_url
@@ -58,6 +59,9 @@ class Serving:
     store: SnapshotStore
     loaded_at: float
     origin: str  # "pointer", or "default" when the pointer was unset/unreadable at start
+    # The pin on the served generation (shared by the `replace`d copies of one load): queries
+    # read documents.sqlite at that generation, so the writer's GC must keep its rows.
+    hold: StandingPin = field(default_factory=StandingPin, compare=False)
 
     @property
     def index_id(self) -> str:
@@ -172,10 +176,13 @@ class IndexHolder:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop watching and release the served generation's pin (the process is done serving)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self._serving is not None:
+            self._serving.hold.release()
         self._close_pubsub()
         if self._pointer is not None:
             self._pointer.close()
@@ -303,6 +310,8 @@ class IndexHolder:
         else:
             previous = self._serving
             self._serving = serving
+            if previous is not None:
+                previous.hold.release()
             self._failure, self.last_error = None, None
             self._bad_generations = set()
             self.metrics.index_loads.labels(kind="flip").inc()
@@ -337,18 +346,33 @@ class IndexHolder:
         Serves the newest generation that LOADS: a truncated manifest or a corrupt file makes it
         fall back to an older generation, logged and counted (semsearch_generations_skipped).
         The generation whose manifest picks the model is pinned meanwhile, so the writer's GC
-        cannot remove it while the model loads. A reader never repairs anything.
+        cannot remove it while the model loads; the returned Serving keeps a pin on the generation
+        it serves (`Serving.hold`) until it is refreshed past it, flipped away from or stopped.
+        A reader never repairs anything.
         """
         validate_index_id(index_id)
         store = SnapshotStore(index_dir(self.settings, index_id), keep=self.settings.keep_generations)
         skipped: dict[int, str] = {}
+        hold = StandingPin()
         try:
             pin, manifest = store.pin_latest(on_skip=skipped.setdefault)
-            with pin:
-                model = self._model_for(manifest)
-                index, manifest = store.load(
-                    model, self.settings, None, fallback=True, on_skip=skipped.setdefault
-                )
+            hold = StandingPin(pin)
+            model = self._model_for(manifest)
+            index, manifest = store.load(
+                model, self.settings, None, fallback=True, on_skip=skipped.setdefault
+            )
+            # Newer (written while the model loaded): the held pin protects its rows too; older
+            # (the newest failed to load): it must be pinned itself, or the load is retried.
+            try:
+                hold.move_to(manifest.generation, store.pin)
+            except IndexNotFoundError:
+                raise SnapshotError(
+                    f"generation {manifest.generation} of {store.root} was collected right after "
+                    "it loaded (the writer moved on); the next poll loads a newer one"
+                ) from None
+        except BaseException:
+            hold.release()
+            raise
         finally:
             self._count_skipped(index_id, skipped)
         if index.index_id != index_id:
@@ -356,7 +380,7 @@ class IndexHolder:
                 f"{store.root} holds index {index.index_id!r}, not {index_id!r}; the directory was "
                 "renamed or copied - rebuild it or point at its real id"
             )
-        return Serving(index, manifest, store, time.time(), origin)
+        return Serving(index, manifest, store, time.time(), origin, hold)
 
     def _model(self, source: str | None) -> EmbeddingModel:
         model = load_model(source, memory_mb=self.settings.embed_memory_mb)
@@ -406,6 +430,9 @@ class IndexHolder:
             break
         else:
             return
+        # The refreshed generation is pinned before the old pin goes (if it was collected in the
+        # meantime, the old pin stays: it protects the newer generation's rows as well).
+        serving.hold.move_to(manifest.generation, serving.store.pin)
         self._bad_generations = {g for g in self._bad_generations if g > manifest.generation}
         self._serving = replace(serving, manifest=manifest)
         self.metrics.index_loads.labels(kind="refresh").inc()
@@ -422,5 +449,6 @@ class IndexHolder:
             ensure_compatible(serving.index.model, serving.manifest.model, serving.index.canaries, serving.index_id)
         except ModelMismatchError as exc:
             self._serving = None
+            serving.hold.release()
             latest = serving.store.latest_generation()
             self._record_failure(serving.index_id, latest, "model_mismatch", str(exc))

@@ -134,4 +134,51 @@ def test_the_api_holder_pins_the_generation_while_its_model_loads(
     serving = holder.load(model.index_id, "default")
     assert serving.index.count() == writer.count()
     assert held == [[1, 3, 4]] and serving.generation == 4
-    assert not list((store.root / "pins").glob("*.*.*"))  # released after the load
+    # The load's pin on 1 is released; the generation served (4) stays pinned while served.
+    assert [p.name.split(".")[0] for p in (store.root / "pins").glob("*.*.*")] == ["4"]
+    serving.hold.release()
+    assert not list((store.root / "pins").glob("*.*.*"))
+
+
+def test_the_api_keeps_serving_its_generation_across_writer_gc(
+    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings
+) -> None:
+    """A reader that has not refreshed yet queries documents.sqlite at its generation: the
+    writer's GC must not delete the rows of documents changed since (they would vanish from its
+    hits), until the reader refreshes past that generation or stops."""
+    writer = make_index(MANY)
+    store = SnapshotStore(index_dir(settings, model.index_id), keep=2)
+    store.write(writer)
+    holder = IndexHolder(settings, redis_url="")
+    holder.poll_once()
+    served = holder.current
+    assert served is not None and served.generation == 1
+    query = "clinical note about topic"
+    assert len(served.index.search(query, k=100, mode="bm25")) == len(MANY)
+
+    changed = [Document(f"m{i}", f"Memo {i}", f"Radiology memo {i} on fractures.", 2) for i in range(5)]
+    writer.apply(changed)
+    for _ in range(3):  # each write collects: keep=2, so only the pin keeps generation 1
+        store.write(writer)
+    assert store.generations() == [1, 3, 4]
+
+    hits = served.index.search(query, k=100, mode="bm25")
+    assert len(hits) == len(MANY), "documents changed since the served generation lost their rows"
+    by_id = {h.doc_id: h for h in hits}
+    assert by_id["m3"].title == "Note 3" and "Clinical note 3" in by_id["m3"].snippet
+    record = served.index.get("m2")
+    assert record is not None and record.version == 1
+    vector_hits = served.index.search("Clinical note 4 about topic 4", k=100, mode="hybrid")
+    assert "m4" in {h.doc_id for h in vector_hits}
+
+    holder.poll_once()  # refresh: the pin moves to the new generation, 1 is collectable
+    current = holder.current
+    assert current is not None and current.generation == 4 and current.index is served.index
+    assert [p.name.split(".")[0] for p in (store.root / "pins").glob("*.*.*")] == ["4"]
+    assert {h.title for h in current.index.search("radiology memo fractures", k=10, mode="bm25")} == {
+        f"Memo {i}" for i in range(5)
+    }
+    store.write(writer)
+    assert 1 not in store.generations()
+    holder.stop()
+    assert not list((store.root / "pins").glob("*.*.*"))
