@@ -104,7 +104,10 @@ class Index:
         )
         self.documents = DocumentTable()
         self.vectors = VectorIndex(
-            model.dimension, nprobe=settings.nprobe, seal_chunks=settings.seal_chunks
+            model.dimension,
+            nprobe=settings.nprobe,
+            seal_chunks=settings.seal_chunks,
+            codec=settings.vector_codec,
         )
         self.lexical = LexicalIndex()
         self.next_chunk_id = 0

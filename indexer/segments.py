@@ -116,12 +116,14 @@ class LiveSegment:
 
 
 class SealedSegment:
-    """An immutable IVF-flat segment assigned with the index's shared coarse quantizer."""
+    """An immutable IVF segment assigned with the index's shared coarse quantizer: IVF-flat
+    here, IVF-PQ with exact re-ranking in indexer/vector_codec.py (PQSegment)."""
 
-    def __init__(self, name: str, index: faiss.IndexIVFFlat) -> None:
+    def __init__(self, name: str, index: faiss.IndexIVF) -> None:
         self.name = name
         self.index = index
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        if isinstance(index, faiss.IndexIVFFlat):  # reconstruct(); PQ reads its full vectors
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         self._sizes = self._list_sizes()
         self._ids = self._all_ids()
 

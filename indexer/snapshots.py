@@ -59,6 +59,7 @@ from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
+from indexer.vector_codec import PQSegment, full_vectors_file, load_segment
 from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class Manifest:
             t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()
         }
         return cls(**data)
+
+
+def _segment_files(segments: list[dict[str, Any]]) -> list[str]:
+    """The shared files of sealed segments: each faiss file, and a PQ segment's full vectors."""
+    return [rel for s in segments for rel in (s["file"], s.get("vectors")) if rel]
 
 
 def _older_than(path: Path, cutoff: float) -> bool:
@@ -353,7 +359,10 @@ class SnapshotStore:
             for segment in vectors.sealed:
                 rel = f"segments/{segment.name}.faiss"
                 self._write_once(self.root / rel, segment.save)
-                segments.append({"name": segment.name, "file": rel, "count": len(segment)})
+                record: dict[str, Any] = {"name": segment.name, "file": rel, "count": len(segment)}
+                if isinstance(segment, PQSegment):
+                    record["vectors"] = self._write_full_vectors(segment, full_vectors_file(rel))
+                segments.append(record)
             vectors.live.save(tmp / "live.npz")
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
             documents = self._write_documents(index, generation)
@@ -368,7 +377,7 @@ class SnapshotStore:
                 "bytes": (tmp / name).stat().st_size,
             }
         previous: dict[str, dict[str, Any]] | None = None
-        shared = [s["file"] for s in segments] + ([quantizer["file"]] if quantizer else [])
+        shared = _segment_files(segments) + ([quantizer["file"]] if quantizer else [])
         for rel in shared + LexicalStore.files(lexical):
             entry = self._read_sidecar(rel)
             if entry is None:
@@ -460,6 +469,13 @@ class SnapshotStore:
         fsync_dir(sidecar.parent)
         return entry
 
+    def _write_full_vectors(self, segment: PQSegment, rel: str) -> str:
+        """A PQ segment's full vectors, written once like its segment; from then on they are
+        served from the file's memory map instead of RAM."""
+        self._write_once(self.root / rel, segment.full.write)
+        segment.full.spill(self.root / rel)
+        return rel
+
     @staticmethod
     def _write_once(path: Path, writer: Any) -> None:
         if path.exists():
@@ -495,7 +511,7 @@ class SnapshotStore:
                     manifest = self.read_manifest(generation)
                 except (SnapshotError, IndexNotFoundError):
                     continue
-                referenced |= {s["file"] for s in manifest.segments}
+                referenced.update(_segment_files(manifest.segments))
                 if manifest.quantizer:
                     referenced.add(manifest.quantizer["file"])
                 referenced.update(LexicalStore.files(manifest.lexical))
@@ -504,11 +520,11 @@ class SnapshotStore:
                 # Under the pins lock: no reader can pin a generation older than `kept` now.
                 self.document_store(writer=True).collect(min(kept))
             if self.segments_dir.is_dir():
-                for path in self.segments_dir.glob("*.faiss"):
+                for path in [*self.segments_dir.glob("*.faiss"), *self.segments_dir.glob("*.vectors")]:
                     rel = f"segments/{path.name}"
                     if rel not in referenced and _older_than(path, now - _STALE_TMP_S):
                         path.unlink(missing_ok=True)
-                        path.with_suffix(".faiss.sha256").unlink(missing_ok=True)
+                        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
                 for stale in self.segments_dir.glob(".tmp-*"):
                     if _older_than(stale, now - _STALE_TMP_S):
                         stale.unlink(missing_ok=True)
@@ -606,7 +622,7 @@ class SnapshotStore:
             canaries = CanaryProbe.from_json(manifest.canaries)
             ensure_compatible(model, manifest.model, canaries, manifest.index_id)
             bad = self._corrupt_files(manifest)
-            sealed_files = {s["file"] for s in manifest.segments}
+            sealed_files = set(_segment_files(manifest.segments))
             lexical_files = set(LexicalStore.files(manifest.lexical))
             corrupt = {rel for rel, _ in bad}
             # The writer rebuilds shared files: vectors from the cache, BM25 from the documents.
@@ -733,7 +749,7 @@ class SnapshotStore:
                     f"{self.root} has sealed segments but no quantizer; rebuild the index"
                 )
             ids = np.fromiter((c.chunk_id for _, c in lost), dtype=np.int64, count=len(lost))
-            segment = SealedSegment.build(
+            segment = vectors.codec.build(
                 f"seg-{uuid.uuid4().hex[:12]}",
                 vectors.quantizer,
                 vectors.nlist,
@@ -773,7 +789,7 @@ class SnapshotStore:
             if manifest.index_id != index.index_id:
                 raise SnapshotError(f"{self.root} holds {manifest.index_id}, not {index.index_id}")
             loaded = {s.name: s for s in index.vectors.sealed}
-            known = {s["file"] for s in manifest.segments if s["name"] in loaded}
+            known = set(_segment_files([s for s in manifest.segments if s["name"] in loaded]))
             if manifest.quantizer and manifest.quantizer["file"] == index.vectors.quantizer_file:
                 known.add(manifest.quantizer["file"])
             # Lexical segments the index already holds are not read (nor hashed) again.
@@ -807,9 +823,9 @@ class SnapshotStore:
         live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
-            sealed.get(s["name"]) or SealedSegment.load(s["name"], self.root / s["file"])
+            sealed.get(s["name"]) or load_segment(s, self.root)
             for s in manifest.segments
-            if not (skip and s["file"] in skip)
+            if not (skip and skip & set(_segment_files([s])))
         ]
         quantizer: Any = None
         if manifest.quantizer and manifest.quantizer["file"] != index.vectors.quantizer_file:

@@ -45,6 +45,7 @@ import numpy as np
 
 from indexer.merge_policy import DEAD_FRACTION, SegmentStats, plan_merges
 from indexer.segments import LiveSegment, SealedSegment
+from indexer.vector_codec import make_codec
 
 MIN_POINTS_PER_LIST = 39
 # k-means sample per list: faiss' default is 256; 64 trains 1,000 lists on 1M vectors in ~20 s on
@@ -89,8 +90,12 @@ def _new_segment_name() -> str:
 class VectorIndex:
     """Search and mutate vectors by chunk id across all segments."""
 
-    def __init__(self, dimension: int, *, nprobe: int = 16, seal_chunks: int = 8192) -> None:
+    def __init__(
+        self, dimension: int, *, nprobe: int = 16, seal_chunks: int = 8192, codec: str = "flat"
+    ) -> None:
         self.dimension = dimension
+        # How sealed segments encode vectors (indexer/vector_codec.py: flat, or pq + re-ranking).
+        self.codec = make_codec(codec)
         self.nprobe = nprobe
         self.seal_chunks = seal_chunks
         self.live = LiveSegment(dimension)
@@ -194,6 +199,7 @@ class VectorIndex:
         assert kmeans.centroids is not None
         quantizer = faiss.IndexFlatIP(self.dimension)
         quantizer.add(kmeans.centroids)
+        self.codec.train(quantizer, sample)  # PQ codebooks belong to this quantizer
         return quantizer, nlist, _new_quantizer_name()
 
     def _adopt(self, trained: tuple[faiss.IndexFlatIP, int, str], points: int) -> None:
@@ -220,6 +226,7 @@ class VectorIndex:
         self.quantizer, self.nlist = quantizer, int(entry["nlist"])
         self.quantizer_name = PurePosixPath(str(entry["file"])).stem
         self.trained_on = int(entry.get("trained_on") or 0)
+        self.codec.adopt(quantizer, self.sealed)
 
     def imbalance(self) -> float:
         """faiss' imbalance factor of the sealed lists taken together (1.0: perfectly even)."""
@@ -257,13 +264,8 @@ class VectorIndex:
                 parts.append(vectors[rng.choice(len(vectors), size=take, replace=False)])
         trained = self._train(np.vstack(parts), count)
         quantizer, nlist, _ = trained
-        ivf = faiss.IndexIVFFlat(quantizer, self.dimension, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.is_trained = True
-        for segment in sources:  # one segment's vectors extracted at a time
-            ids, vectors = segment.contents()
-            keep = ~np.isin(ids, dead) if len(dead) else slice(None)
-            ivf.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
-        merged = SealedSegment(_new_segment_name(), ivf)
+        # Re-encoded from full vectors (PQ: from disk), one segment at a time.
+        merged = self.codec.reassign(_new_segment_name(), quantizer, nlist, sources, dead)
         with swap():
             self._adopt(trained, count)
             self._replace(sources, [merged])
@@ -305,7 +307,7 @@ class VectorIndex:
     def _merge(self, sources: list[SealedSegment], dead: np.ndarray) -> SealedSegment:
         # The index's own quantizer object: a loaded segment's embedded one dies with it.
         assert self.quantizer is not None
-        return SealedSegment.merge(_new_segment_name(), self.quantizer, sources, dead)
+        return self.codec.merge(_new_segment_name(), self.quantizer, sources, dead)
 
     def _dead_array(self) -> np.ndarray:
         return np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
@@ -329,7 +331,7 @@ class VectorIndex:
     ) -> SealedSegment:
         quantizer, nlist = (trained[0], trained[1]) if trained else (self.quantizer, self.nlist)
         assert quantizer is not None
-        return SealedSegment.build(_new_segment_name(), quantizer, nlist, ids, vectors)
+        return self.codec.build(_new_segment_name(), quantizer, nlist, ids, vectors)
 
     def _attach(self, segment: SealedSegment) -> None:
         self.sealed.append(segment)
@@ -364,7 +366,7 @@ class VectorIndex:
             if self.live.contains(chunk_id):
                 found[chunk_id] = self.live.vector(chunk_id)
             elif chunk_id in self._where and chunk_id not in self._tombstones:
-                found[chunk_id] = np.asarray(self._where[chunk_id].index.reconstruct(chunk_id))
+                found[chunk_id] = self._where[chunk_id].vectors_of(np.array([chunk_id]))[0]
         return found
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:

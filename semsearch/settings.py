@@ -16,6 +16,9 @@ class SettingsError(ValueError):
     """A configuration value could not be understood."""
 
 
+VECTOR_CODECS = ("flat", "pq")  # indexer/vector_codec.py
+
+
 def _int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -37,6 +40,18 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number; unset it to use {default}") from None
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(
+            f"{name}={raw!r} is not one of {', '.join(choices)}; unset it to use {default}"
+        )
+    return value
 
 
 def _str(name: str, default: str | None) -> str | None:
@@ -64,6 +79,10 @@ class Settings:
     nprobe: int = 16
     # SEMSEARCH_SEAL_CHUNKS: live-segment size at which it is sealed into an IVF segment (8192).
     seal_chunks: int = 8192
+    # SEMSEARCH_VECTOR_CODEC: how sealed segments hold vectors (flat): `flat` float32 IVF lists
+    # in RAM (1,536 B/chunk at d=384), or `pq` 48-byte codes in RAM with exact re-ranking from
+    # full vectors on disk (indexer/vector_codec.py).
+    vector_codec: str = "flat"
     # KAFKA_BOOTSTRAP_SERVERS: unset = start the embedded Tansu broker.
     kafka_bootstrap: str | None = None
     # SEMSEARCH_DOCS_TOPIC / SEMSEARCH_CONTROL_TOPIC / SEMSEARCH_DLQ_TOPIC.
@@ -114,6 +133,7 @@ class Settings:
             max_doc_bytes=_int("SEMSEARCH_MAX_DOC_BYTES", 2 * 1024 * 1024, minimum=1),
             nprobe=_int("SEMSEARCH_NPROBE", 16, minimum=1),
             seal_chunks=_int("SEMSEARCH_SEAL_CHUNKS", 8192, minimum=64),
+            vector_codec=_choice("SEMSEARCH_VECTOR_CODEC", "flat", VECTOR_CODECS),
             kafka_bootstrap=_str("KAFKA_BOOTSTRAP_SERVERS", None),
             docs_topic=_str("SEMSEARCH_DOCS_TOPIC", "docs") or "docs",
             control_topic=_str("SEMSEARCH_CONTROL_TOPIC", "control") or "control",
