@@ -61,6 +61,7 @@ from bench.core import DEFAULT_DATA, REPO, load_documents
 from bench.reporting import print_table, summary
 from indexer.analyzer import analyze
 from indexer.beir import ReadProblems, read_corpus
+from indexer.chunking import Chunk
 from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index, IndexCounts
@@ -84,6 +85,8 @@ NOISE_SCALE = 1.0
 # Noise around its seed chunk for a query vector: far enough that the top-10 is a real
 # neighbourhood, not one duplicate and nine ties.
 QUERY_NOISE = 0.5
+# Synthetic documents are ~500 tokens (2-3 chunks); `batches` relies on this bound.
+MAX_CHUNKS_PER_DOCUMENT = 8
 
 
 def rss_bytes() -> int:
@@ -261,9 +264,15 @@ def prefill(
     bank: VectorBank,
     cache: EmbeddingCache,
     docs: list[Document],
+    chunked: list[list[Chunk]] | None = None,
 ) -> int:
-    """Put vectors for every new chunk of `docs` in the cache; returns the chunk count."""
-    chunks = [c for d in docs for c in index.chunker.split(d.full_text)]
+    """Put vectors for every new chunk of `docs` in the cache; returns the chunk count.
+
+    `chunked` is the documents' chunks when the caller has them already (`batches` does).
+    """
+    if chunked is None:
+        chunked = index.chunker.split_many([d.full_text for d in docs])
+    chunks = [c for doc_chunks in chunked for c in doc_chunks]
     fresh = [h for h in dict.fromkeys(c.content_hash for c in chunks) if h not in bank.rows]
     vectors = synth.vectors(len(fresh))
     bank.add(fresh, vectors)
@@ -336,18 +345,30 @@ def run_child(data_dir: Path, root: Path, previous: int) -> dict[str, Any]:
 # -- main -----------------------------------------------------------------------------------
 def batches(
     total_chunks: int, batch: int, synth: Synthesizer, index: Index
-) -> Iterator[list[Document]]:
-    """Documents in batches until the corpus holds `total_chunks` chunks (the last batch stops short)."""
+) -> Iterator[tuple[list[Document], list[list[Chunk]]]]:
+    """Documents (and their chunks) in batches until the corpus holds `total_chunks` chunks.
+
+    Documents are drawn one at a time and the last batch stops short, as before; but they are
+    chunked in groups (one tokenizer call per group, see `Chunker.split_many`). A group holds
+    only as many documents as cannot overshoot the target at MAX_CHUNKS_PER_DOCUMENT chunks
+    each, so exactly the same documents are drawn as when each was chunked alone.
+    """
     made = 0
     next_id = 0
     while made < total_chunks:
         docs: list[Document] = []
+        chunked: list[list[Chunk]] = []
         while len(docs) < batch and made < total_chunks:
-            doc = synth.document(f"doc-{next_id:07d}")
-            next_id += 1
-            made += len(index.chunker.split(doc.full_text))
-            docs.append(doc)
-        yield docs
+            group = min(batch - len(docs), -(-(total_chunks - made) // MAX_CHUNKS_PER_DOCUMENT))
+            drawn = [synth.document(f"doc-{next_id + i:07d}") for i in range(group)]
+            next_id += group
+            for doc, chunks in zip(drawn, index.chunker.split_many([d.full_text for d in drawn]), strict=True):
+                if made >= total_chunks:
+                    break  # only if a document had more than MAX_CHUNKS_PER_DOCUMENT chunks
+                made += len(chunks)
+                docs.append(doc)
+                chunked.append(chunks)
+        yield docs, chunked
 
 
 def ingest(
@@ -387,9 +408,14 @@ def ingest(
             }
         )
 
-    for docs in batches(args.chunks, args.batch, synth, index):
-        t0 = time.perf_counter()
-        batch_chunks = prefill(index, synth, bank, cache, docs)
+    drawn = batches(args.chunks, args.batch, synth, index)
+    while True:
+        t0 = time.perf_counter()  # the pre-fill includes drawing and chunking the documents
+        batch = next(drawn, None)
+        if batch is None:
+            break
+        docs, chunked = batch
+        batch_chunks = prefill(index, synth, bank, cache, docs, chunked)
         prefill_s += time.perf_counter() - t0
         if profiler:
             profiler.enable()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import chain
 
 import Stemmer
 
@@ -37,16 +38,29 @@ def is_identifier(token: str) -> bool:
 
 def analyze(text: str) -> list[str]:
     """Terms for indexing and for queries (same path both ways, so they always match)."""
-    terms: list[str] = []
-    stem = _stemmer().stemWord
-    for match in _TOKEN.finditer(text.lower()):
-        token = match.group()
+    if len(_TERMS) > _TERMS_MAX:
+        _TERMS.clear()
+    return list(chain.from_iterable(map(_TERMS.__getitem__, _TOKEN.findall(text.lower()))))
+
+
+class _TokenTerms(dict[str, tuple[str, ...]]):
+    """Each token's terms, memoized: tokens repeat (Zipf), and stemming every occurrence again
+    was most of the lexical leg's ingest cost. A dict (C-level hits) bounded by clearing."""
+
+    def __missing__(self, token: str) -> tuple[str, ...]:
+        terms: list[str] = []
         if is_identifier(token):
             terms.append(f"#{token}")  # exact-identifier term; '#' cannot come from a part
+        stem = _stemmer().stemWord
         for part in _PART.findall(token):
             if part not in STOPWORDS:
                 terms.append(stem(part))
-    return terms
+        self[token] = result = tuple(terms)
+        return result
+
+
+_TERMS = _TokenTerms()
+_TERMS_MAX = 1 << 18
 
 
 def identifiers(query: str) -> list[str]:

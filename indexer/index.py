@@ -198,7 +198,13 @@ class Index:
             seen[change.doc_id] = change.version
 
         upserts = [c for c in final.values() if isinstance(c, Document)]
-        chunked = {doc.doc_id: self.chunker.split(doc.full_text) for doc in upserts}
+        chunked = dict(
+            zip(
+                (doc.doc_id for doc in upserts),
+                self.chunker.split_many([doc.full_text for doc in upserts]),
+                strict=True,
+            )
+        )
         vectors, unembeddable = self._embed(
             [chunk for chunks in chunked.values() for chunk in chunks], report
         )
@@ -221,6 +227,8 @@ class Index:
                     report.rejected_changes.append(doc)
 
         with self.lock.writing():
+            first_chunk_id = self.next_chunk_id
+            inserted: list[np.ndarray] = []  # the new chunks' vectors, in chunk id order
             for change in final.values():
                 if isinstance(change, Deletion):
                     if self._remove(change.doc_id, change.version):
@@ -228,8 +236,17 @@ class Index:
                     continue
                 previous = self.documents.get(change.doc_id)
                 self._remove_chunks(previous)
-                self._insert(change, chunked[change.doc_id], vectors, previous)
+                chunks = chunked[change.doc_id]
+                self._insert(change, chunks, previous)
+                inserted.extend([vectors[c.content_hash] for c in chunks])
                 report.upserted += 1
+            if inserted:
+                # One append for the batch: chunk ids are consecutive and never reused, so the
+                # vectors of every document go in together (numpy's per-call cost, once).
+                self.vectors.add(
+                    np.arange(first_chunk_id, self.next_chunk_id, dtype=np.int64),
+                    np.vstack(inserted),
+                )
         # Sealing, merging and retraining are computed outside the write lock (readers keep
         # searching) and swapped in under it; apply runs in the index's only writer thread.
         self.vectors.maintain(self.lock.writing)
@@ -265,27 +282,20 @@ class Index:
         return found, unembeddable
 
     def _insert(
-        self,
-        doc: Document,
-        chunks: list[Chunk],
-        vectors: dict[str, np.ndarray],
-        previous: DocumentRecord | None,
+        self, doc: Document, chunks: list[Chunk], previous: DocumentRecord | None
     ) -> None:
-        records = []
-        for chunk in chunks:
-            records.append(
-                ChunkRecord(self.next_chunk_id, chunk.start, chunk.end, chunk.content_hash)
-            )
-            self.next_chunk_id += 1
-        if records:
-            ids = np.fromiter((r.chunk_id for r in records), dtype=np.int64, count=len(records))
-            self.vectors.add(ids, np.vstack([vectors[c.content_hash] for c in chunks]))
-            for record, chunk in zip(records, chunks, strict=True):
-                self.lexical.add(record.chunk_id, chunk.text)
+        """BM25 and the document table; the caller appends the vectors (one call per batch)."""
+        first = self.next_chunk_id
+        records = tuple(
+            ChunkRecord(first + offset, chunk.start, chunk.end, chunk.content_hash)
+            for offset, chunk in enumerate(chunks)
+        )
+        self.next_chunk_id += len(records)
+        add = self.lexical.add
+        for record, chunk in zip(records, chunks, strict=True):
+            add(record.chunk_id, chunk.text)
         self.documents.put(
-            DocumentRecord(
-                doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), tuple(records)
-            ),
+            DocumentRecord(doc.doc_id, doc.version, doc.title, doc.text, dict(doc.metadata), records),
             previous=previous,
         )
 
@@ -294,7 +304,7 @@ class Index:
             return
         self.vectors.remove({c.chunk_id for c in record.chunks})
         for chunk in record.chunks:
-            self.lexical.remove(chunk.chunk_id, record.chunk_text(chunk))
+            self.lexical.remove(chunk.chunk_id)  # no text needed: nothing is re-analyzed
 
     def _remove(self, doc_id: str, version: int | None) -> bool:
         record = self.documents.get(doc_id)
