@@ -56,6 +56,11 @@ PQ_BITS = 8
 # PQ k-means sample: 256 centroids per sub-quantizer need >= 9,984 points (faiss' 39 per
 # centroid); 65k (faiss' default cap) took 20 s at d = 384 on one core, 16k takes ~5 s.
 PQ_TRAIN_POINTS = 16384
+# faiss' PQ training is anomalously slow below ~16k points on one thread (measured, d = 384,
+# 48 x 256 codes, 10 iterations: 4,096 points 5.9 s, 8,192 points 10.2 s, 16,384 points 3.0 s,
+# the 8,192 repeated twice 2.8 s), so a sample of 2k-16k points is repeated up to 16k: each
+# point weighs the same, so k-means sees the same distribution.
+PQ_TILE_FROM = 2048
 
 
 def pq_subquantizers(dimension: int) -> int:
@@ -81,7 +86,7 @@ class PQSegment(SealedSegment):
         super().__init__(name, index)
 
     def contents(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._ids, self.full.gather(self._ids)
+        return self._ids, self.full.gather(self._ids, scan=True)
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         return self.full.gather(ids)
@@ -212,6 +217,8 @@ class PQCodec:
         if len(rows) > PQ_TRAIN_POINTS:  # evenly spaced: a live segment is in arrival order
             rows = rows[np.linspace(0, len(rows) - 1, PQ_TRAIN_POINTS).astype(np.int64)]
         nbits = max(1, min(PQ_BITS, int(np.log2(max(2, len(rows))))))
+        if PQ_TILE_FROM <= len(rows) < PQ_TRAIN_POINTS:  # same centroids, 3-4x faster (measured)
+            rows = np.resize(rows, (PQ_TRAIN_POINTS, rows.shape[1]))
         template = self._empty(quantizer, int(quantizer.ntotal), nbits)
         template.pq.cp.min_points_per_centroid = 1  # a small first seal trains 256 codes anyway
         template.verbose = False

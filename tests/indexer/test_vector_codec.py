@@ -129,7 +129,7 @@ def test_full_vectors_file_round_trip_is_memory_mapped_and_truncation_is_refused
     path = tmp_path / "s.vectors"
     store.write(path)
     store.spill(path)
-    assert not store.in_memory and isinstance(store.vectors, np.memmap)
+    assert not store.in_memory and store.mapped and not store.vectors.flags.writeable
     assert np.array_equal(store.gather(ids[:7]), vectors[:7])
     with pytest.raises(KeyError, match="chunk 999"):
         store.gather(np.array([3, 999]))
@@ -195,7 +195,7 @@ def test_pq_generations_save_load_and_refresh_with_checksummed_full_vectors(
     expected = _top(writer, queries)
 
     reader, _ = store.load(model, settings)  # the reader's own codec setting does not matter
-    assert all(isinstance(s, PQSegment) and isinstance(s.full.vectors, np.memmap) for s in reader.vectors.sealed)
+    assert all(isinstance(s, PQSegment) and s.full.mapped for s in reader.vectors.sealed)
     assert _top(reader, queries) == expected
 
     _grow(writer, cache, 600, 1400)  # more seals, merges and a retrain: new segments
