@@ -5,11 +5,9 @@ change and scores every document for every query term; a live index needs add/de
 millisecond queries at 1M chunks, and a restart that does not re-analyze every chunk's text.
 
 Layout (log-structured, like Lucene's segments, but keyed by our chunk ids):
-- immutable `Segment`s: a vocabulary (term -> row), CSR postings (offsets, chunk ids, term
-  frequencies) and the ids and lengths of the chunks they hold, as numpy arrays (no Python object
-  per posting). A segment also carries the ids of chunks *removed* from older segments since the
-  segment before it, so that persisting a generation is O(change): indexer/lexical_store.py
-  writes each new segment once and the manifest lists them (base, then deltas);
+- immutable segments (indexer/lexical_segment.py: CSR postings sorted by chunk id within each
+  term, with per-block score bounds; built by freezing the buffer and by merges), persisted by
+  indexer/lexical_store.py, each written once;
 - a small mutable buffer of the chunks added since the last freeze (frozen every
   BUFFER_CHUNKS chunks and at every `checkpoint`);
 - per chunk id: alive, ever-used and length (dense arrays, 6 bytes per id).
@@ -18,14 +16,9 @@ removed chunks disappear when segments are merged (`merge_segments`), which the 
 does outside any lock (lexical_store.LexicalStore.persist) and swaps in with one assignment.
 
 BM25 statistics stay exact after deletions: N and the total length are maintained per add and
-remove, and a term's df is counted at query time as its alive postings - which the query reads
-anyway - so rankings equal rank-bm25's over the live chunks (tests/indexer/test_lexical.py).
-A query costs O(postings of its terms): terms are scored rarest first into a pooled scratch
-array (4 bytes per chunk id, one per concurrent search, zeroed again only where touched: never
-allocated or scanned per query), and exact MaxScore pruning lets common terms, once no unseen
-chunk can reach the top k, only update chunks already scored. Measured at 1M synthetic chunks
-(2 shared cores): p50 2-3 ms, p99 10-15 ms; the slow tail is queries made only of common terms,
-where nothing can be pruned (block-max WAND over id-sorted postings would be the next step).
+remove, and a term's df is its alive postings, counted per segment and cached until the next
+remove, so rankings equal rank-bm25's over the live chunks (tests/indexer/test_lexical.py).
+Query evaluation is exact top-k with range-level pruning (indexer/lexical_query.py).
 
 Scoring is Okapi BM25 (k1=1.5, b=0.75, rank-bm25's defaults) with the always-positive Lucene
 IDF, log(1 + (N - df + 0.5) / (df + 0.5)), so that very common terms never score negatively.
@@ -38,7 +31,6 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-import uuid
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -47,9 +39,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer import analyzer
+from indexer.lexical_query import Scorer, Term, TopK, evaluate_segment, score_chunks
+from indexer.lexical_segment import K1, MAX_TF, TF, B, Segment, freeze, merge_segments
 
-K1 = 1.5
-B = 0.75
+__all__ = [
+    "BUFFER_CHUNKS",
+    "COMPACT_DEAD_FRACTION",
+    "INLINE_MERGE_CHUNKS",
+    "K1",
+    "MAX_TF",
+    "B",
+    "Checkpoint",
+    "LexicalIndex",
+    "Segment",
+    "merge_segments",
+]
+
 # A full merge runs when the deltas hold more than this fraction of the base's chunks, or removed
 # chunks are more than this fraction of all (kept for bench/lexical.py's churn phase).
 COMPACT_DEAD_FRACTION = 0.25
@@ -57,92 +62,9 @@ BUFFER_CHUNKS = 1024
 # Merges of not-yet-persisted segments happen inside `add` (under the index's write lock) only up
 # to this size; bigger ones are the snapshot writer's, outside the lock.
 INLINE_MERGE_CHUNKS = 2048
-MAX_TF = 65535
-_TF = np.uint16
-
-
-def _new_name() -> str:
-    return f"lex-{uuid.uuid4().hex[:12]}"
-
-
-def _ids_dtype(max_id: int) -> type[np.signedinteger]:
-    return np.int32 if max_id < 2**31 else np.int64
-
-
-class Segment:
-    """Immutable postings of a set of chunks, plus the ids removed from older segments."""
-
-    __slots__ = (
-        "checkpointed",
-        "chunk_ids",
-        "file",
-        "lengths",
-        "lookup",
-        "name",
-        "offsets",
-        "post_ids",
-        "post_tfs",
-        "removed",
-        "terms",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        terms: list[str],
-        offsets: np.ndarray,
-        post_ids: np.ndarray,
-        post_tfs: np.ndarray,
-        chunk_ids: np.ndarray,
-        lengths: np.ndarray,
-        removed: np.ndarray,
-        file: str | None = None,
-    ) -> None:
-        self.name = name
-        self.terms = terms
-        self.lookup = dict(zip(terms, range(len(terms)), strict=True))
-        self.offsets = offsets
-        self.post_ids = post_ids
-        self.post_tfs = post_tfs
-        self.chunk_ids = chunk_ids
-        self.lengths = lengths
-        self.removed = removed
-        self.file = file  # set by lexical_store once written
-        # Part of a checkpoint (or loaded): its chunks belong to a generation being written, so
-        # it may only be merged by that writer, never inline with newer segments.
-        self.checkpointed = file is not None
-
-    @property
-    def chunks(self) -> int:
-        return int(self.chunk_ids.shape[0])
-
-    @property
-    def postings(self) -> int:
-        return int(self.post_ids.shape[0])
-
-    @property
-    def weight(self) -> int:
-        """Size for the merge policy: chunks held plus removals carried."""
-        return max(self.chunks + int(self.removed.shape[0]), 1)
-
-    @property
-    def nbytes(self) -> int:
-        arrays = (
-            self.offsets,
-            self.post_ids,
-            self.post_tfs,
-            self.chunk_ids,
-            self.lengths,
-            self.removed,
-        )
-        return sum(int(a.nbytes) for a in arrays)
-
-    def postings_of(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
-        row = self.lookup.get(term)
-        if row is None:
-            return None
-        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-        return self.post_ids[start:end], self.post_tfs[start:end]
+# Cached per-(segment, term) alive counts; cleared when it grows past this.
+_DF_CACHE_ENTRIES = 1 << 16
+_TF = TF
 
 
 class _Buffer:
@@ -177,137 +99,18 @@ class _Buffer:
         ]
 
 
-def _group(first_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(stable order grouping postings by term, dense term row of each posting).
-
-    `rows` are counter values (sparse); `first_rows` the value each term got, increasing. A
-    gather through a table (O(n)) makes them dense; uint16 rows sort by radix (O(n)).
-    """
-    table = np.zeros(int(first_rows[-1]) + 1 if first_rows.size else 1, dtype=np.int64)
-    table[first_rows] = np.arange(first_rows.shape[0])
-    dense = table[rows]
-    small = dense.astype(np.uint16) if first_rows.shape[0] <= 65536 else dense
-    return np.argsort(small, kind="stable"), dense
-
-
 def _freeze(buffer: _Buffer, alive: np.ndarray, removed: np.ndarray) -> Segment:
     """The buffer as a segment, without the chunks that were removed while buffered."""
     terms = list(buffer.vocabulary)
-    first_rows = np.fromiter(buffer.vocabulary.values(), dtype=np.int64, count=len(terms))
-    rows = np.frombuffer(buffer.rows, dtype=np.int64)
-    ids = np.frombuffer(buffer.ids, dtype=np.int64)
-    tfs = np.frombuffer(buffer.tfs, dtype=_TF)
-    chunk_ids = np.frombuffer(buffer.chunk_ids, dtype=np.int64).copy()
-    lengths = np.frombuffer(buffer.lengths, dtype=np.float32).copy()
-    keep = alive[ids]
-    if not keep.all():
-        rows, ids, tfs = rows[keep], ids[keep], tfs[keep]
-        live_chunks = alive[chunk_ids]
-        chunk_ids, lengths = chunk_ids[live_chunks], lengths[live_chunks]
-    order, dense = _group(first_rows, rows)
-    counts = np.bincount(dense, minlength=len(terms))
-    present = counts > 0
-    if not present.all():
-        terms = [t for t, p in zip(terms, present.tolist(), strict=True) if p]
-        counts = counts[present]
-    offsets = np.zeros(len(terms) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    top = int(chunk_ids.max()) if chunk_ids.size else 0
-    return Segment(
-        _new_name(),
+    return freeze(
         terms,
-        offsets,
-        ids[order].astype(_ids_dtype(top)),
-        tfs[order],
-        chunk_ids,
-        lengths,
-        np.asarray(removed, dtype=np.int64),
-    )
-
-
-def merge_segments(
-    segments: Sequence[Segment], alive: np.ndarray, *, last: bool = False
-) -> Segment:
-    """One segment with the alive postings of `segments` (adjacent, oldest first).
-
-    O(postings) numpy work plus one pass over the vocabularies; touches no shared state, so the
-    writer runs it outside any lock. `alive` is read as given (pass a snapshot for a consistent
-    result). The removals the inputs carried for older segments are kept, minus those of chunks
-    the inputs held themselves (they are gone now); `last` (no older segment exists) drops all.
-    """
-    alive_len = alive.shape[0]
-
-    def alive_of(ids: np.ndarray) -> np.ndarray:
-        inside = ids < alive_len
-        return (
-            np.where(inside, alive[np.minimum(ids, alive_len - 1)], False) if alive_len else inside
-        )
-
-    # Union vocabulary in first-seen order, mapped with C-level setdefault (see add_terms).
-    row_of: dict[str, int] = {}
-    counter = itertools.count()
-    sparse = [
-        np.fromiter(
-            map(row_of.setdefault, seg.terms, counter), dtype=np.int64, count=len(seg.terms)
-        )
-        for seg in segments
-    ]
-    vocabulary = list(row_of)
-    first_rows = np.fromiter(row_of.values(), dtype=np.int64, count=len(vocabulary))
-    mapped = [np.searchsorted(first_rows, rows) for rows in sparse]
-    parts = []
-    counts = np.zeros(len(vocabulary), dtype=np.int64)
-    for seg, rows in zip(segments, mapped, strict=True):
-        if not seg.postings:
-            continue
-        seg_counts = np.diff(seg.offsets)
-        keep = alive_of(np.asarray(seg.post_ids))
-        kept_counts = np.bincount(
-            np.repeat(np.arange(len(seg.terms)), seg_counts)[keep], minlength=len(seg.terms)
-        )
-        parts.append(
-            (rows, kept_counts, np.asarray(seg.post_ids)[keep], np.asarray(seg.post_tfs)[keep])
-        )
-        counts[rows] += kept_counts
-    offsets = np.zeros(len(vocabulary) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    chunk_ids = np.concatenate(
-        [np.asarray(s.chunk_ids) for s in segments] + [np.zeros(0, np.int64)]
-    )
-    top = int(chunk_ids.max()) if chunk_ids.size else 0
-    out_ids = np.empty(total, dtype=_ids_dtype(top))
-    out_tfs = np.empty(total, dtype=_TF)
-    cursor = offsets[:-1].copy()
-    for rows, kept_counts, ids, tfs in parts:
-        # Segment order is kept inside each term: destination = the term's cursor + the rank of
-        # the posting within its (contiguous) run in this segment.
-        starts = cursor[rows]
-        run_starts = np.cumsum(kept_counts) - kept_counts
-        within = np.arange(ids.shape[0]) - np.repeat(run_starts, kept_counts)
-        destination = np.repeat(starts, kept_counts) + within
-        out_ids[destination] = ids
-        out_tfs[destination] = tfs
-        cursor[rows] += kept_counts
-    present = counts > 0
-    if not present.all():
-        vocabulary = [t for t, p in zip(vocabulary, present.tolist(), strict=True) if p]
-        offsets = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64)
-    lengths = np.concatenate([np.asarray(s.lengths) for s in segments] + [np.zeros(0, np.float32)])
-    live = alive_of(chunk_ids)
-    if last:
-        removed = np.zeros(0, np.int64)
-    else:
-        carried = np.unique(np.concatenate([np.asarray(s.removed) for s in segments]))
-        removed = np.setdiff1d(carried, chunk_ids).astype(np.int64)
-    return Segment(
-        _new_name(),
-        vocabulary,
-        offsets,
-        out_ids,
-        out_tfs,
-        chunk_ids[live].astype(np.int64),
-        lengths[live].astype(np.float32),
+        np.fromiter(buffer.vocabulary.values(), dtype=np.int64, count=len(terms)),
+        np.frombuffer(buffer.rows, dtype=np.int64),
+        np.frombuffer(buffer.ids, dtype=np.int64),
+        np.frombuffer(buffer.tfs, dtype=_TF),
+        np.frombuffer(buffer.chunk_ids, dtype=np.int64).copy(),
+        np.frombuffer(buffer.lengths, dtype=np.float32).copy(),
+        alive,
         removed,
     )
 
@@ -341,6 +144,8 @@ class LexicalIndex:
         self._total_length = 0.0
         self._removed_since_checkpoint: array[int] = array("q")
         self._scratch: list[np.ndarray] = []
+        self._removals = 0  # bumped per remove: invalidates cached df counts
+        self._df_cache: dict[tuple[str, str], tuple[int, int]] = {}
 
     @classmethod
     def from_segments(cls, segments: Sequence[Segment]) -> LexicalIndex:
@@ -436,6 +241,7 @@ class LexicalIndex:
         self._live_count -= 1
         self._total_length -= float(self._length[chunk_id])
         self._removed_since_checkpoint.append(chunk_id)
+        self._removals += 1
 
     def _freeze_buffer(self, removed: np.ndarray) -> Segment | None:
         with self._swap:
@@ -528,6 +334,18 @@ class LexicalIndex:
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         return self.search_terms(analyzer.analyze(query), k)
 
+    def _alive_in(self, seg: Segment, term: str, ids: np.ndarray) -> int:
+        """Alive postings of one run: O(run) once, then O(1) until the next remove."""
+        key = (seg.name, term)
+        cached = self._df_cache.get(key)
+        if cached is not None and cached[0] == self._removals:
+            return cached[1]
+        count = int(np.count_nonzero(self._alive[ids]))
+        if len(self._df_cache) >= _DF_CACHE_ENTRIES:
+            self._df_cache.clear()
+        self._df_cache[key] = (self._removals, count)
+        return count
+
     def search_terms(self, query_terms: list[str], k: int) -> list[tuple[int, float]]:
         if self._live_count == 0 or k <= 0:
             return []
@@ -535,143 +353,66 @@ class LexicalIndex:
         alive = self._alive
         n = float(self._live_count)
         avgdl = max(self._total_length / n, 1e-9)
-        terms: list[_QueryTerm] = []
-        for term, weight in Counter(query_terms).items():
-            found = self._postings(term, segments, buffer)
-            if found is None:
-                continue
-            ids, tfs = found
-            keep = alive[ids]
-            df = int(np.count_nonzero(keep))
-            if df == 0:
-                continue
-            idf = math.log1p((n - df + 0.5) / (df + 0.5))
-            terms.append(_QueryTerm(ids, tfs, None if df == ids.shape[0] else keep, weight * idf))
-        if not terms:
+        # Per term: (df, weight, runs per segment, buffer postings)
+        found: list[tuple[int, str, int, list[tuple[Segment, int, bool]], tuple | None]] = []
+        for term, count in Counter(query_terms).items():
+            df = 0
+            runs = []
+            for seg in segments:
+                row = seg.row_of(term)
+                if row is None:
+                    continue
+                ids = seg.post_ids[int(seg.offsets[row]) : int(seg.offsets[row + 1])]
+                alive_here = self._alive_in(seg, term, ids)
+                if alive_here:
+                    df += alive_here
+                    runs.append((seg, row, alive_here == ids.shape[0]))
+            buffered = buffer.postings_of(term)
+            if buffered is not None:
+                keep = alive[buffered[0]]
+                df += int(np.count_nonzero(keep))
+                buffered = (buffered[0][keep], buffered[1][keep])
+            if df:
+                found.append((df, term, count, runs, buffered))
+        if not found:
             return []
-        scorer = _Scorer(self._length, np.float32(K1 * B / avgdl), np.float32(K1 * (1.0 - B)))
-        if len(terms) == 1:
-            ids, tfs = terms[0].alive_postings()
-            return _top_k(ids, scorer.score(ids, tfs, terms[0].weight), k)
-        candidates, scores = self._accumulate(terms, scorer, k)
-        return _top_k(candidates, scores, k)
+        # Rarest first, ties by term: the float32 summation order depends only on the live
+        # corpus, never on how it is split into segments.
+        found.sort(key=lambda f: (f[0], f[1]))
+        scorer = Scorer(self._length, np.float32(K1 * B / avgdl), np.float32(K1 * (1.0 - B)), avgdl)
+        weights = {t: c * math.log1p((n - df + 0.5) / (df + 0.5)) for df, t, c, _, _ in found}
+        per_segment: dict[str, list[Term]] = {}
+        for _, term, _, runs, _ in found:
+            for seg, row, all_alive in runs:
+                ids, tfs, block_max = seg.run(row)
+                per_segment.setdefault(seg.name, []).append(
+                    Term(weights[term], ids, tfs, block_max, all_alive)
+                )
+        top = TopK(k)
+        scratch = self._take_scratch()
+        try:
+            buffered_terms = [(weights[t], b[0], b[1]) for _, t, _, _, b in found if b is not None]
+            if buffered_terms:
+                score_chunks(buffered_terms, scorer, alive, scratch, top, filter_dead=False)
+            # Biggest segments first: they set theta that prunes the others.
+            for seg in sorted(segments, key=lambda s: -s.chunks):
+                terms = per_segment.get(seg.name)
+                if terms:
+                    evaluate_segment(terms, seg, scorer, alive, scratch, top)
+        except BaseException:
+            scratch.fill(0.0)
+            raise
+        finally:
+            self._scratch.append(scratch)
+        return top.result()
 
-    def _accumulate(
-        self, terms: list[_QueryTerm], scorer: _Scorer, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k candidates and their summed scores, in O(postings of the query terms).
-
-        Term-at-a-time, rarest term first, into a pooled scratch array indexed by chunk id
-        (one per concurrent search, zeroed again only where written). MaxScore pruning: once
-        the best possible score of a chunk matching none of the terms processed so far (the
-        sum of the remaining terms' upper bounds, weight * idf * (k1 + 1)) is below a lower
-        bound of the current k-th best, the remaining - common, low-idf - terms only update
-        the chunks already scored, so their long postings are read once and never scored.
-        """
-        terms.sort(key=lambda t: t.ids.shape[0])
-        bounds = [t.weight * (K1 + 1.0) for t in terms]
-        remaining = [sum(bounds[j:]) for j in range(len(terms))]
-        size = scorer.length.shape[0]
+    def _take_scratch(self) -> np.ndarray:
+        """A float32 array by chunk id, all zeros (one per concurrent search, pooled)."""
+        size = self._length.shape[0]
         try:
             scratch = self._scratch.pop()
         except IndexError:
             scratch = np.zeros(size, np.float32)
         if scratch.shape[0] < size:
             scratch = np.zeros(size, np.float32)
-        touched: list[np.ndarray] = []
-        try:
-            essential = 0
-            for j, term in enumerate(terms):
-                # No chunk scores above the bounds processed so far: pruning needs
-                # remaining < k-th best <= that sum, so the partition is skipped until then.
-                if (
-                    touched
-                    and remaining[j] < remaining[0] - remaining[j]
-                    and _can_prune(scratch, touched, k, remaining[j])
-                ):
-                    break
-                ids, tfs = term.alive_postings()
-                if touched:
-                    scratch[ids] += scorer.score(ids, tfs, term.weight)
-                else:
-                    scratch[ids] = scorer.score(ids, tfs, term.weight)  # scratch is all zeros
-                touched.append(ids)
-                essential = j + 1
-            for term in terms[essential:]:
-                seen = scratch[term.ids] > 0.0  # dead chunks were never scored: they stay 0
-                if seen.any():
-                    ids = term.ids[seen]
-                    scratch[ids] += scorer.score(ids, term.tfs[seen], term.weight)
-            all_ids = np.concatenate(touched)
-            values = scratch[all_ids]
-            scratch[all_ids] = 0.0
-        except BaseException:
-            scratch.fill(0.0)
-            self._scratch.append(scratch)
-            raise
-        self._scratch.append(scratch)
-        # A chunk appears once per essential term it matches: the top (k * terms) entries hold
-        # at least k distinct chunks, so only entries at or above that value are deduplicated.
-        wanted = k * len(touched)
-        if wanted < values.shape[0]:
-            threshold = np.partition(values, values.shape[0] - wanted)[values.shape[0] - wanted]
-            selected = values >= threshold
-            all_ids, values = all_ids[selected], values[selected]
-        unique, first = np.unique(all_ids, return_index=True)
-        return unique, values[first]
-
-
-@dataclass(frozen=True)
-class _QueryTerm:
-    ids: np.ndarray
-    tfs: np.ndarray
-    keep: np.ndarray | None  # alive mask, None when every posting is alive
-    weight: float  # query-term count * idf
-
-    def alive_postings(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.keep is None:
-            return self.ids, self.tfs
-        return self.ids[self.keep], self.tfs[self.keep]
-
-
-@dataclass(frozen=True)
-class _Scorer:
-    length: np.ndarray
-    slope: np.float32  # k1 * b / avgdl
-    floor: np.float32  # k1 * (1 - b)
-
-    def score(self, ids: np.ndarray, tfs: np.ndarray, weight: float) -> np.ndarray:
-        """BM25 contributions (float32, in place where possible: few temporaries)."""
-        tf = tfs.astype(np.float32)
-        denominator = self.length[ids]
-        denominator *= self.slope
-        denominator += self.floor
-        denominator += tf
-        tf *= np.float32(weight * (K1 + 1.0))
-        tf /= denominator
-        return tf
-
-
-def _can_prune(scratch: np.ndarray, touched: list[np.ndarray], k: int, remaining: float) -> bool:
-    """Whether no unseen chunk can reach the top k: `remaining` < a lower bound of the k-th best.
-
-    Scores so far are lower bounds of the final ones; of the touched entries (a chunk once per
-    term) the (k * terms)-th largest is <= the k-th largest distinct score.
-    """
-    entries = sum(t.shape[0] for t in touched)
-    wanted = k * len(touched)
-    if entries < wanted:
-        return False
-    values = scratch[np.concatenate(touched)] if len(touched) > 1 else scratch[touched[0]]
-    kth = float(np.partition(values, entries - wanted)[entries - wanted])
-    return remaining < kth
-
-
-def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The k best (id, score), ties broken by chunk id, so equal states rank identically."""
-    if k < scores.shape[0]:
-        threshold = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]
-        selected = scores >= threshold
-        ids, scores = ids[selected], scores[selected]
-    order = np.lexsort((ids, -scores))[:k]
-    return [(int(ids[i]), float(scores[i])) for i in order]
+        return scratch

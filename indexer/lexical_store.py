@@ -21,8 +21,9 @@ Files: `lexical/<segment>.seg` under the index root, written once (tmp + fsync +
 shared by every generation that lists them. One file is a magic, a JSON header (array layout,
 sha256 of the payload) and 64-byte aligned raw arrays: CSR offsets (int64), posting chunk ids
 (int32, int64 past 2^31), term frequencies (uint16), chunk ids (int64) and lengths (float32) of
-the chunks held, ids removed from older segments (int64), and the vocabulary as one UTF-8 blob
-of '\\n'-separated terms (analyzer terms never contain whitespace). Arrays are mapped read-only
+the chunks held, ids removed from older segments (int64), the vocabulary as one UTF-8 blob
+of '\\n'-separated terms (analyzer terms never contain whitespace) and, since format 2, the
+per-block score bounds (float32, one per BLOCK postings of a term; indexer/lexical_segment.py). Arrays are mapped read-only
 (mmap), so loading costs the vocabulary decode and the per-chunk flags, not a copy.
 
 How the snapshot writer uses it (indexer/snapshots.py):
@@ -69,14 +70,22 @@ from indexer.lexical import (
     Segment,
     merge_segments,
 )
+from indexer.lexical_segment import BLOCK, block_offsets
 
-FORMAT = 1
+# Segment file format: 2 adds per-block score bounds (`block_max`, header `avgdl_ref`,
+# `block`), which queries prune with. Format-1 files (before bounds) still load: their bounds are
+# computed once when read (O(postings)) and persisted by the next merge that rewrites them.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+# The manifest's lexical section (list of segment files) is unchanged.
+SECTION_FORMAT = 1
 DIRECTORY = "lexical"
 MAGIC = b"SEMSLEX1"
 MAX_DELTAS = 8
 _ALIGN = 64
 _STALE_S = 60
-_ARRAYS = ("offsets", "post_ids", "post_tfs", "chunk_ids", "lengths", "removed", "vocabulary")
+_ARRAYS_V1 = ("offsets", "post_ids", "post_tfs", "chunk_ids", "lengths", "removed", "vocabulary")
+_ARRAYS = (*_ARRAYS_V1, "block_max")
 _HINT = (
     "the snapshot loader serves an older generation; if none loads, rebuild the index "
     "(`semsearch build`, or delete the index directory and re-consume the topic)"
@@ -87,8 +96,12 @@ class LexicalStoreError(SnapshotError):
     """A lexical segment file is missing, truncated or corrupt (a SnapshotError: loaders fall back)."""
 
 
-def write_segment(segment: Segment, path: Path) -> int:
-    """Write `segment` to `path` atomically (tmp, fsync, rename); returns its size in bytes."""
+def write_segment(segment: Segment, path: Path, *, file_format: int = FORMAT) -> int:
+    """Write `segment` to `path` atomically (tmp, fsync, rename); returns its size in bytes.
+
+    `file_format=1` writes the layout of earlier versions (tests of their migration only).
+    """
+    names = _ARRAYS if file_format == FORMAT else _ARRAYS_V1
     if any("\n" in term for term in segment.terms):
         raise ValueError("lexical terms must not contain a newline")
     arrays: dict[str, np.ndarray] = {
@@ -99,26 +112,28 @@ def write_segment(segment: Segment, path: Path) -> int:
         "lengths": np.ascontiguousarray(segment.lengths, dtype=np.float32),
         "removed": np.ascontiguousarray(segment.removed, dtype=np.int64),
         "vocabulary": np.frombuffer("\n".join(segment.terms).encode("utf-8"), dtype=np.uint8),
+        "block_max": np.ascontiguousarray(segment.block_max, dtype=np.float32),
     }
     layout: dict[str, dict[str, Any]] = {}
     offset = 0
-    for name in _ARRAYS:
+    for name in names:
         array = arrays[name]
         layout[name] = {"dtype": array.dtype.str, "count": int(array.shape[0]), "offset": offset}
         offset += -(-array.nbytes // _ALIGN) * _ALIGN
     payload_bytes = offset
     digest = hashlib.sha256()
-    for name in _ARRAYS:
+    for name in names:
         data = arrays[name].tobytes()
         digest.update(data + b"\0" * (-len(data) % _ALIGN))
     header = json.dumps(
         {
-            "format": FORMAT,
+            "format": file_format,
             "name": segment.name,
             "terms": len(segment.terms),
             "arrays": layout,
             "payload_bytes": payload_bytes,
             "sha256": digest.hexdigest(),
+            **({"block": BLOCK, "avgdl_ref": segment.avgdl_ref} if file_format == FORMAT else {}),
         }
     ).encode("utf-8")
     header += b" " * (-(len(MAGIC) + 8 + len(header)) % _ALIGN)
@@ -126,7 +141,7 @@ def write_segment(segment: Segment, path: Path) -> int:
     try:
         with tmp.open("wb") as handle:
             handle.write(MAGIC + len(header).to_bytes(8, "little") + header)
-            for name in _ARRAYS:
+            for name in names:
                 data = arrays[name].tobytes()
                 handle.write(data + b"\0" * (-len(data) % _ALIGN))
             handle.flush()
@@ -161,12 +176,20 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         header = json.loads(bytes(mapped[len(MAGIC) + 8 : start]))
         layout = header["arrays"]
         payload_bytes = int(header["payload_bytes"])
+        avgdl_ref = float(header["avgdl_ref"]) if header.get("format") == FORMAT else None
     except (ValueError, KeyError, TypeError) as exc:
         raise LexicalStoreError(f"lexical segment {path} has a corrupt header; {_HINT}") from exc
-    if header.get("format") != FORMAT:
+    file_format = header.get("format")
+    if file_format not in READABLE_FORMATS:
         raise LexicalStoreError(
-            f"lexical segment {path} has format {header.get('format')!r}, this version reads "
-            f"{FORMAT}; {_HINT}"
+            f"lexical segment {path} has format {file_format!r}, this version reads "
+            f"{' and '.join(map(str, READABLE_FORMATS))}; {_HINT}"
+        )
+    names = _ARRAYS if file_format == FORMAT else _ARRAYS_V1
+    if file_format == FORMAT and header.get("block") != BLOCK:
+        raise LexicalStoreError(
+            f"lexical segment {path} has blocks of {header.get('block')!r} postings, this "
+            f"version uses {BLOCK}; {_HINT}"
         )
     if size != start + payload_bytes:
         raise LexicalStoreError(
@@ -189,7 +212,7 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
                 count=int(layout[name]["count"]),
                 offset=start + int(layout[name]["offset"]),
             )
-            for name in _ARRAYS
+            for name in names
         }
         terms = bytes(arrays["vocabulary"]).decode("utf-8").split("\n") if header["terms"] else []
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
@@ -206,6 +229,10 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         or arrays["post_tfs"].shape[0] != postings
         or arrays["lengths"].shape[0] != arrays["chunk_ids"].shape[0]
         or (postings and bool((np.diff(offsets) < 0).any()))
+        or (
+            file_format == FORMAT
+            and arrays["block_max"].shape[0] != int(block_offsets(offsets)[-1])
+        )
     ):
         raise LexicalStoreError(f"lexical segment {path} is inconsistent; {_HINT}")
     return Segment(
@@ -218,6 +245,8 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         arrays["lengths"],
         arrays["removed"],
         file=f"{DIRECTORY}/{path.name}",
+        block_max=arrays.get("block_max"),
+        avgdl_ref=avgdl_ref,
     )
 
 
@@ -285,7 +314,7 @@ class LexicalStore:
                 lexical.replace(current[start:end], merged)
             current[start:end] = [merged]
         return {
-            "format": FORMAT,
+            "format": SECTION_FORMAT,
             "live_chunks": checkpoint.live_count,
             "segments": [
                 {
@@ -312,11 +341,11 @@ class LexicalStore:
         `verify=False` skips the payload hash when the caller has checked the manifest's sha256
         of the same files (structure and sizes are still validated).
         """
-        if not isinstance(section, dict) or section.get("format") != FORMAT:
+        if not isinstance(section, dict) or section.get("format") != SECTION_FORMAT:
             raise LexicalStoreError(
                 f"lexical section of {self.root} has format "
                 f"{section.get('format') if isinstance(section, dict) else section!r}, this "
-                f"version reads {FORMAT}; {_HINT}"
+                f"version reads {SECTION_FORMAT}; {_HINT}"
             )
         known = {s.name: s for s in reuse.segments} if reuse is not None else {}
         segments = []

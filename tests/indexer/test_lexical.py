@@ -11,6 +11,8 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 import indexer.lexical
+import indexer.lexical_query
+import indexer.lexical_segment
 from indexer.analyzer import analyze, identifiers
 from indexer.lexical import LexicalIndex
 
@@ -138,36 +140,105 @@ def test_removes_are_constant_time_flags() -> None:
         index.add(0, "reused id")
 
 
-def test_pruned_top_k_equals_exhaustive_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = _corpus(600, seed=23)
+def _exhaustive_top(
+    reference: BM25Okapi, alive: list[int], query: str, k: int
+) -> list[tuple[int, float]]:
+    scores = reference.get_scores(analyze(query))
+    order = sorted(range(len(alive)), key=lambda j: (-scores[j], alive[j]))
+    return [(alive[j], float(scores[j])) for j in order if scores[j] > 0][:k]
+
+
+def _assert_top_equal(
+    got: list[tuple[int, float]], want: list[tuple[int, float]], query: str
+) -> None:
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-4), query
+    # ids equal up to float32 near-ties
+    last = want[-1][1] if want else 0.0
+    wanted = {i for i, _ in want}
+    assert all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got), query
+
+
+@pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
+def test_pruned_top_k_equals_exhaustive_scoring(
+    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int
+) -> None:
+    """Seeded MaxScore over several segments (ids added out of order, some removed) plus the
+    buffer returns exactly the exhaustive top k, and really skips postings."""
+    monkeypatch.setattr(indexer.lexical, "BUFFER_CHUNKS", 300)
+    monkeypatch.setattr(indexer.lexical, "INLINE_MERGE_CHUNKS", 600)
+    monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
+    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
+    monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
+    texts = _corpus(2000, seed=23)
+    order = list(range(2000))
+    random.Random(5).shuffle(order[:1200])  # unsorted adds: segments sort their runs
     index = LexicalIndex()
-    for i, text in enumerate(texts):
-        index.add(i, text)
-    for i in range(0, 600, 5):
-        index.remove(i)
-    alive = [i for i in range(600) if i % 5]
-    reference = LuceneIdfBM25([analyze(texts[i]) for i in alive])
-    pruned: list[bool] = []
-    real = indexer.lexical._can_prune
+    for i in order:
+        index.add(i, texts[i])
+    assert len(index.segments) >= 2 and len(index._view[1]) > 0  # segments and a buffer
+    scored = [0]
+    real_score = indexer.lexical_query.Scorer.score
 
-    def spy(*args: object, **kwargs: object) -> bool:
-        pruned.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return pruned[-1]
+    def counting(self: object, ids: np.ndarray, tfs: np.ndarray, weight: float) -> np.ndarray:
+        scored[0] += int(ids.shape[0])
+        return real_score(self, ids, tfs, weight)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(indexer.lexical, "_can_prune", spy)
+    monkeypatch.setattr(indexer.lexical_query.Scorer, "score", counting)
     rng = random.Random(29)
     common = ["term0", "term1", "term2", "protein"]  # in most chunks: low idf, long postings
-    for _ in range(60):
-        rare = [f"term{rng.randint(100, 299)}" for _ in range(rng.randint(1, 3))]
-        query = " ".join(rare + rng.sample(common, rng.randint(1, 3)))
-        scores = reference.get_scores(analyze(query))
-        for k in (1, 3, 10):
-            got = index.search(query, k)
-            order = sorted(range(len(alive)), key=lambda j: (-scores[j], alive[j]))
-            want = [(alive[j], scores[j]) for j in order if scores[j] > 0][:k]
-            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-4), query
-            assert {i for i, _ in got} <= {alive[j] for j in range(len(alive)) if scores[j] > 0}
-            # ids equal up to float32 near-ties
-            top = {alive[j] for j in order[:k]}
-            assert all(i in top or math.isclose(s, want[-1][1], rel_tol=1e-4) for i, s in got)
-    assert any(pruned), "no query was pruned; the test does not exercise MaxScore"
+    queries = []
+    for _ in range(30):
+        rare = [f"term{rng.randint(60, 299)}" for _ in range(rng.randint(1, 3))]
+        queries.append(" ".join(rare + rng.sample(common, rng.randint(1, 3))))
+    queries += ["term0 term1 term2", "term0 protein", "term3 term4 term5 term6"]
+    removed: set[int] = set()
+    skipped = 0
+    for round_ in range(2):
+        alive = [i for i in range(2000) if i not in removed]
+        reference = LuceneIdfBM25([analyze(texts[i]) for i in alive])
+        for query in queries:
+            total = sum(index.document_frequency(t) for t in analyze(query))
+            for k in (1, 10, 100):
+                scored[0] = 0
+                got = index.search(query, k)
+                _assert_top_equal(got, _exhaustive_top(reference, alive, query, k), query)
+                skipped += scored[0] < total
+        # Removes after queries: cached document frequencies must follow them.
+        removed |= set(range(round_, 2000, 7))
+        for i in sorted(removed):
+            index.remove(i)
+    assert skipped, "no query skipped postings; the test does not exercise the pruning"
+
+
+def test_block_bounds_hold_after_the_corpus_changes_shape() -> None:
+    """Every posting scores at most its block's bound, scaled as the query scales it, also
+    after much longer chunks raised avgdl (which raises the old short chunks' scores)."""
+    rng = random.Random(41)
+    index = LexicalIndex()
+    for i in range(600):
+        index.add(
+            i, " ".join(rng.choices(["alpha", "beta", "gamma", "delta"], k=rng.randint(1, 12)))
+        )
+    index.checkpoint()  # checkpointed: never merged inline with the long chunks below
+    old = index.segments[0]
+    for i in range(600, 2600):
+        index.add(i, " ".join(rng.choices(["alpha", "omega", "psi"], k=300)))
+    index.checkpoint()
+    avgdl = index.total_length / len(index)
+    assert old.avgdl_ref * 10 < avgdl
+    scorer = indexer.lexical_query.Scorer(
+        index._length,
+        np.float32(indexer.lexical.K1 * indexer.lexical.B / avgdl),
+        np.float32(indexer.lexical.K1 * (1.0 - indexer.lexical.B)),
+        avgdl,
+    )
+    scale = max(1.0, avgdl / old.avgdl_ref)
+    assert scale > 10
+    for term in ("alpha", "beta", "gamma", "delta"):
+        row = old.row_of(term)
+        assert row is not None
+        ids, tfs, block_max = old.run(row)
+        scores = scorer.score(ids.astype(np.intp), tfs, 1.0)
+        bounds = np.repeat(block_max, indexer.lexical_segment.BLOCK)[: ids.shape[0]]
+        assert (scores <= bounds * np.float32((indexer.lexical.K1 + 1.0) * scale)).all()
+        assert not (scores <= bounds * np.float32(indexer.lexical.K1 + 1.0)).all()  # scale needed
