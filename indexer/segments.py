@@ -16,12 +16,44 @@ import numpy as np
 faiss.omp_set_num_threads(1)  # queries are small; threads are better spent on embedding
 
 
+def search_preassigned(
+    index: faiss.IndexIVF,
+    queries: np.ndarray,
+    k: int,
+    assigned: tuple[np.ndarray, np.ndarray],
+    params: faiss.SearchParametersIVF,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scan only the lists a shared quantizer chose for `queries` (lists, their scores);
+    `params.nprobe` must be the number of columns of the assignment."""
+    lists, coarse = assigned
+    n = queries.shape[0]
+    scores = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    index.search_preassigned_c(  # type: ignore[attr-defined]
+        n,
+        faiss.swig_ptr(queries),
+        k,
+        faiss.swig_ptr(lists),
+        faiss.swig_ptr(coarse),
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(ids),
+        False,
+        params,
+    )
+    return scores, ids
+
+
 class LiveSegment:
     """Exact inner-product search over appended vectors; every append is searchable at once.
 
     Rows live in capacity-doubling buffers, so an append costs amortized O(its rows) instead of
     copying the whole segment per document; a delete moves the last row into the hole (two
     position updates), so it never renumbers the segment. Only the filled prefix is searched.
+
+    Once the index has a quantizer the rows are also held in its lists (`use_lists`): a query
+    then scans the nprobe lists it was assigned to, not all up to `seal_chunks` rows (0.8 ms per
+    query at 8,192 x 384, measured; the whole budget at 1M chunks is 3 ms). Appends to faiss'
+    inverted lists are amortized O(1); the buffers stay the source of truth (save, seal).
     """
 
     def __init__(self, dimension: int, capacity: int = 64) -> None:
@@ -30,9 +62,28 @@ class LiveSegment:
         self._vectors = np.zeros((capacity, dimension), dtype=np.float32)
         self._count = 0
         self._position: dict[int, int] = {}
+        self._lists: faiss.IndexIVFFlat | None = None
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def nlist(self) -> int:
+        """Lists of the quantizer the rows are assigned with (0: searched flat)."""
+        return int(self._lists.nlist) if self._lists is not None else 0
+
+    def lists_for(self, quantizer: faiss.Index, nlist: int) -> faiss.IndexIVFFlat:
+        """The rows assigned to `quantizer`'s lists, for `use_lists` (this segment is unchanged)."""
+        lists = faiss.IndexIVFFlat(quantizer, self.dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+        lists.is_trained = True  # trained for the whole index
+        if self._count:
+            lists.add_with_ids(np.ascontiguousarray(self.vectors), self.ids)
+        return lists
+
+    def use_lists(self, lists: faiss.IndexIVFFlat) -> None:
+        if int(lists.ntotal) != self._count:
+            raise ValueError(f"lists hold {lists.ntotal} rows, the live segment {self._count}")
+        self._lists = lists
 
     @property
     def ids(self) -> np.ndarray:
@@ -64,13 +115,19 @@ class LiveSegment:
         self._count = base + n
         for offset, chunk_id in enumerate(ids.tolist()):
             self._position[chunk_id] = base + offset
+        if self._lists is not None:
+            self._lists.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+            )
 
     def remove(self, ids: set[int]) -> int:
         removed = 0
+        gone: list[int] = []
         for chunk_id in ids:
             position = self._position.pop(chunk_id, None)
             if position is None:
                 continue
+            gone.append(chunk_id)
             last = self._count - 1
             if position != last:
                 moved = int(self._ids[last])
@@ -79,6 +136,10 @@ class LiveSegment:
                 self._position[moved] = position
             self._count = last
             removed += 1
+        if self._lists is not None and gone:
+            doomed = np.asarray(gone, dtype=np.int64)
+            # one pass over the lists per call (O(live rows)), not per id
+            self._lists.remove_ids(faiss.IDSelectorBatch(len(doomed), faiss.swig_ptr(doomed)))
         return removed
 
     def contains(self, chunk_id: int) -> bool:
@@ -101,6 +162,18 @@ class LiveSegment:
             metric=faiss.METRIC_INNER_PRODUCT,
         )
         return scores, self._ids[:n][rows]
+
+    def search_assigned(
+        self,
+        queries: np.ndarray,
+        k: int,
+        assigned: tuple[np.ndarray, np.ndarray],
+        params: faiss.SearchParametersIVF,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scan the assigned lists (requires `use_lists` with the quantizer that assigned)."""
+        if self._lists is None:
+            raise ValueError("the live segment has no lists; search() scans it flat")
+        return search_preassigned(self._lists, queries, k, assigned, params)
 
     def save(self, path: Path) -> None:
         with path.open("wb") as handle:
@@ -266,22 +339,7 @@ class SealedSegment:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scan only the lists the shared quantizer chose for `queries` (lists, their scores);
         `params.nprobe` must be the number of columns of the assignment."""
-        lists, coarse = assigned
-        n = queries.shape[0]
-        scores = np.empty((n, k), dtype=np.float32)
-        ids = np.empty((n, k), dtype=np.int64)
-        self.index.search_preassigned_c(  # type: ignore[attr-defined]
-            n,
-            faiss.swig_ptr(queries),
-            k,
-            faiss.swig_ptr(lists),
-            faiss.swig_ptr(coarse),
-            faiss.swig_ptr(scores),
-            faiss.swig_ptr(ids),
-            False,
-            params,
-        )
-        return scores, ids
+        return search_preassigned(self.index, queries, k, assigned, params)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))

@@ -20,19 +20,25 @@ outside the index's write lock: sealed segments are immutable and only the write
 index, so the new segments are computed while readers keep searching, then swapped in under the
 write lock in one step.
 
-Choosing nlist and nprobe (measured, 1 thread, d=384, 200 queries, recall@10 vs exact search,
-vectors from an anisotropic Gaussian with an embedding-like spectrum - harder for IVF than real
-embeddings, which cluster):
-    20k:  nlist 20 (N/1000): nprobe 10 -> 0.983, 16 -> 0.998;
-          nlist 283 (2 sqrt N): nprobe 10 -> 0.71, 48 -> 0.955; nlist 566 (4 sqrt N): 10 -> 0.63
-    100k: nlist 100 (N/1000): nprobe 10 -> 0.872, 16 -> 0.937, 24 -> 0.970;
-          nlist 632 (2 sqrt N): nprobe 10 -> 0.657, 48 -> 0.917
-So lists of ~1,000 vectors (nlist_for) and nprobe 16: a query scans ~16k vectors whatever N is.
+Choosing nlist and nprobe. On an anisotropic Gaussian (no clusters) lists of ~1,000 vectors won
+(100k: nlist 100, nprobe 16 -> recall@10 0.937; 632 lists, nprobe 48 -> 0.917), but real
+embeddings cluster, and there a query scanning ~16k vectors cost 7.7 ms at 100k (p99 25.6 ms)
+against 0.2 ms for raw faiss IVF with 4 sqrt(N) lists and nprobe 8 at recall 0.9975 (bench.scale's
+vectors: real MiniLM embeddings plus noise). So nlist follows 4 sqrt(N) from SMALL_INDEX on, and
+stays ~N/1000 below it, where nprobe 16 then scans most of the index (SciFact's 9.6k chunks: 16
+lists, recall@10 1.0 against exact search). Measured with bench.scale's vectors, 1 thread, 1 %
+of the sealed vectors deleted, the live segment partly full, on 2 cores shared with load 5-7
+(so p99 is the machine's, for raw faiss too):
+    100k: leg (840 lists, trained at 32k) nprobe 16 p50 0.51 ms, recall 0.997;
+          raw faiss (1,259 lists) nprobe 8 p50 0.18 ms, recall 0.995; nprobe 16 0.32 ms, 0.999
+    1M:   leg (4,096 lists, 8 sealed segments) nprobe 16 p50 2.2 ms, recall 1.000;
+          raw faiss (3,980 lists) nprobe 8 p50 0.85 ms, recall 0.996; nprobe 16 1.28 ms, 1.000
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -48,9 +54,12 @@ from indexer.segments import LiveSegment, SealedSegment
 from indexer.vector_codec import make_codec
 
 MIN_POINTS_PER_LIST = 39
-# k-means sample per list: faiss' default is 256; 64 trains 1,000 lists on 1M vectors in ~20 s on
-# one core instead of minutes, and the lists come out as balanced.
+SMALL_INDEX = 65_536
+# k-means sample per list: faiss' default is 256; 64 keeps lists as balanced at a quarter of the
+# cost. k-means costs sample x nlist per iteration, so past TRAIN_SAMPLE_CAP points the sample
+# shrinks towards faiss' minimum of 39 per list (3,900 lists: 152k points, not 250k).
 TRAIN_POINTS_PER_LIST = 64
+TRAIN_SAMPLE_CAP = 131_072
 RETRAIN_GROWTH = 4.0
 IMBALANCE_LIMIT = 3.0
 IMBALANCE_GROWTH = 1.5
@@ -64,19 +73,28 @@ Swap = Callable[[], AbstractContextManager[object]]
 
 
 def nlist_for(points: int) -> int:
-    """One list per ~1,000 vectors (100 lists at 100k), and >= 39 training points per list.
+    """Lists of ~1,000 vectors below SMALL_INDEX, ~4 sqrt(N) lists above; >= 39 points per list.
 
-    Measured on SciFact (9.6k MiniLM chunks): sqrt(N) = 92 lists with nprobe 10 lost 0.031
-    nDCG@10 against exact search; 8-16 lists lost nothing. See the module docstring for recall
-    against exact search at 20k/100k: N/1000 lists beat 2-4 sqrt(N) at every affordable nprobe.
+    4 sqrt(N) (faiss' guideline, and what raw IVF is measured with) balances the two costs of a
+    query: the quantizer scans nlist centroids, each probed list holds N / nlist vectors. Below
+    SMALL_INDEX lists stay few, so nprobe 16 scans most of the index: cheap at that size, and what
+    real embeddings need there (SciFact, 9.6k MiniLM chunks: sqrt(N) = 92 lists with nprobe 10
+    lost 0.031 nDCG@10 against exact search; 8-16 lists lost nothing).
     """
-    return max(1, min(points // 1000, points // MIN_POINTS_PER_LIST, 65536))
+    wanted = points // 1000 if points < SMALL_INDEX else round(4 * math.sqrt(points))
+    return max(1, min(wanted, points // MIN_POINTS_PER_LIST, 65536))
 
 
 def planned_nlist(points: int) -> int:
     """nlist when training on `points`: sized for the middle of the growth interval until the
-    next retrain ([N, 4N)), so lists hold ~500-2,000 vectors at any time, not up to 4,000."""
+    next retrain ([N, 4N)), so lists are never more than 2x off their planned size."""
     return min(nlist_for(int(points * RETRAIN_GROWTH / 2)), max(1, points // MIN_POINTS_PER_LIST))
+
+
+def train_points_per_list(nlist: int) -> int:
+    """k-means sample per list (see TRAIN_SAMPLE_CAP)."""
+    capped = TRAIN_SAMPLE_CAP // max(1, nlist)
+    return max(MIN_POINTS_PER_LIST, min(TRAIN_POINTS_PER_LIST, capped))
 
 
 def _new_quantizer_name() -> str:
@@ -98,7 +116,7 @@ class VectorIndex:
         self.codec = make_codec(codec)
         self.nprobe = nprobe
         self.seal_chunks = seal_chunks
-        self.live = LiveSegment(dimension)
+        self._live = LiveSegment(dimension)
         self.sealed: list[SealedSegment] = []
         self.quantizer: faiss.IndexFlatIP | None = None
         self.nlist = 0
@@ -109,7 +127,18 @@ class VectorIndex:
         self._tombstones: set[int] = set()
         self._selector: faiss.IDSelector | None = None
         self._selector_keepalive: tuple[object, ...] = ()
-        self._where: dict[int, SealedSegment] = {}
+        # SearchParametersIVF by (nprobe, id(selector)); cleared when a selector is replaced.
+        self._params_cache: dict[tuple[int, int], faiss.SearchParametersIVF] = {}
+        # Which sealed segment holds a chunk id: a slot per segment in an int32 array indexed by
+        # chunk id (-1: none), 4 B per id instead of a ~100 B dict entry; tombstones mirrored
+        # in a bitmap (1 bit per id) that a faiss selector reads in place, so a delete costs
+        # O(1), not a rebuilt id set.
+        self._owner = np.full(0, -1, dtype=np.int32)
+        self._owned = 0  # ids with an owner
+        self._dead_bits = np.zeros(0, dtype=np.uint8)
+        self._slots: dict[int, SealedSegment] = {}
+        self._slot_of: dict[str, int] = {}
+        self._next_slot = 0
         self._dead: Counter[str] | None = Counter()  # tombstones per segment; None: recount
 
     # -- tombstones -----------------------------------------------------------------------
@@ -120,15 +149,51 @@ class VectorIndex:
     @tombstones.setter
     def tombstones(self, ids: set[int]) -> None:
         self._tombstones = set(ids)
+        self._dead_bits[:] = 0
+        self._mark_dead(self._dead_array(), True)
         self._selector = None
         self._dead = None
 
+    @property
+    def live(self) -> LiveSegment:
+        return self._live
+
+    @live.setter
+    def live(self, segment: LiveSegment) -> None:
+        """Install a live segment; once a quantizer exists it is indexed in the shared lists."""
+        if self.quantizer is not None:
+            segment.use_lists(segment.lists_for(self.quantizer, self.nlist))
+        self._live = segment
+
+    def _owners(self, ids: np.ndarray) -> np.ndarray:
+        """Slot of the segment holding each id (-1: in no sealed segment)."""
+        inside = (ids >= 0) & (ids < len(self._owner))
+        slots = np.full(len(ids), -1, dtype=np.int32)
+        slots[inside] = self._owner[ids[inside]]
+        return slots
+
+    def _mark_dead(self, ids: np.ndarray, dead: bool) -> None:
+        ids = ids[(ids >= 0) & (ids < 8 * len(self._dead_bits))]
+        if not len(ids):
+            return
+        bits = np.left_shift(1, ids & 7).astype(np.uint8)
+        if dead:
+            np.bitwise_or.at(self._dead_bits, ids >> 3, bits)
+        else:
+            np.bitwise_and.at(self._dead_bits, ids >> 3, ~bits)
+
     def _dead_counts(self) -> Counter[str]:
         if self._dead is None:
-            self._dead = Counter(
-                self._where[i].name for i in self._tombstones if i in self._where
-            )
+            self._dead = Counter()
+            self._count_dead(self._dead_array())
         return self._dead
+
+    def _count_dead(self, ids: np.ndarray) -> None:
+        assert self._dead is not None
+        slots, counts = np.unique(self._owners(ids), return_counts=True)
+        for slot, count in zip(slots.tolist(), counts.tolist(), strict=True):
+            if slot >= 0:
+                self._dead[self._slots[slot].name] += count
 
     # -- mutation -------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -140,12 +205,15 @@ class VectorIndex:
 
     def remove(self, ids: set[int]) -> None:
         self.live.remove(ids)
-        dead = {i for i in ids if i in self._where and i not in self._tombstones}
+        asked = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        sealed = asked[self._owners(asked) >= 0]
+        dead = set(sealed.tolist()) - self._tombstones
         if dead:
+            fresh = np.fromiter(dead, dtype=np.int64, count=len(dead))
             self._tombstones |= dead
-            self._selector = None
+            self._mark_dead(fresh, True)  # an existing selector reads the bitmap in place
             if self._dead is not None:
-                self._dead.update(self._where[i].name for i in dead)
+                self._count_dead(fresh)
 
     def maybe_seal(self) -> SealedSegment | None:
         """Seal a full live segment, then merge/retrain as due, all in the caller's thread."""
@@ -166,9 +234,9 @@ class VectorIndex:
                 quantizer = self._train(vectors, len(vectors))
             segment = self._build(ids, vectors, quantizer)
             with swap():
+                self.live = LiveSegment(self.dimension)  # first: _adopt indexes the live rows
                 if quantizer is not None:
                     self._adopt(quantizer, len(vectors))
-                self.live = LiveSegment(self.dimension)
                 self._attach(segment)
             sealed.append(segment)
             if quantizer is None and self._retrain_due():
@@ -193,7 +261,7 @@ class VectorIndex:
             niter=20 if len(sample) <= 100_000 else 10,
             seed=1234,
             spherical=True,
-            max_points_per_centroid=TRAIN_POINTS_PER_LIST,
+            max_points_per_centroid=train_points_per_list(nlist),
         )
         kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
         assert kmeans.centroids is not None
@@ -202,9 +270,19 @@ class VectorIndex:
         self.codec.train(quantizer, sample)  # PQ codebooks belong to this quantizer
         return quantizer, nlist, _new_quantizer_name()
 
-    def _adopt(self, trained: tuple[faiss.IndexFlatIP, int, str], points: int) -> None:
+    def _adopt(
+        self,
+        trained: tuple[faiss.IndexFlatIP, int, str],
+        points: int,
+        live_lists: faiss.IndexIVFFlat | None = None,
+    ) -> None:
+        """Switch to a quantizer; `live_lists`: the live segment already assigned to it."""
         self.quantizer, self.nlist, self.quantizer_name = trained
         self.trained_on = points
+        self._params_cache.clear()
+        if live_lists is None:
+            live_lists = self._live.lists_for(self.quantizer, self.nlist)
+        self._live.use_lists(live_lists)
 
     @property
     def quantizer_file(self) -> str | None:
@@ -227,6 +305,8 @@ class VectorIndex:
         self.quantizer_name = PurePosixPath(str(entry["file"])).stem
         self.trained_on = int(entry.get("trained_on") or 0)
         self.codec.adopt(quantizer, self.sealed)
+        self._params_cache.clear()
+        self._live.use_lists(self._live.lists_for(quantizer, self.nlist))
 
     def imbalance(self) -> float:
         """faiss' imbalance factor of the sealed lists taken together (1.0: perfectly even)."""
@@ -254,7 +334,7 @@ class VectorIndex:
         count = sum(len(s) for s in sources) - len(self._tombstones)
         nlist = planned_nlist(count)
         rng = np.random.default_rng(len(sources) * 7919 + count)
-        want = min(count, TRAIN_POINTS_PER_LIST * nlist)
+        want = min(count, train_points_per_list(nlist) * nlist)
         parts = []
         for segment in sources:
             ids, vectors = segment.contents()
@@ -266,8 +346,9 @@ class VectorIndex:
         quantizer, nlist, _ = trained
         # Re-encoded from full vectors (PQ: from disk), one segment at a time.
         merged = self.codec.reassign(_new_segment_name(), quantizer, nlist, sources, dead)
+        live_lists = self._live.lists_for(quantizer, nlist)  # the writer alone changes the live
         with swap():
-            self._adopt(trained, count)
+            self._adopt(trained, count, live_lists)
             self._replace(sources, [merged])
 
     # -- merging --------------------------------------------------------------------------
@@ -335,58 +416,89 @@ class VectorIndex:
 
     def _attach(self, segment: SealedSegment) -> None:
         self.sealed.append(segment)
-        for chunk_id in segment.ids.tolist():
-            self._where[chunk_id] = segment
+        ids = segment.ids
+        if len(ids):
+            self._reserve(int(ids.max()) + 1)
+        slot = self._next_slot
+        self._next_slot += 1
+        self._slots[slot] = segment
+        self._slot_of[segment.name] = slot
+        self._owned += int(np.count_nonzero(self._owner[ids] < 0))
+        self._owner[ids] = slot
         if self._dead is not None:
             self._dead = None  # moved tombstones now count for the new segment
-        self._selector = None
+
+    def _reserve(self, size: int) -> None:
+        """Grow the id-indexed arrays geometrically (ids come from a counter, so size ~ ids)."""
+        if size <= len(self._owner):
+            return
+        size = max(size, len(self._owner) + len(self._owner) // 2, 1024)
+        owner = np.full(size, -1, dtype=np.int32)
+        owner[: len(self._owner)] = self._owner
+        bits = np.zeros((size + 7) // 8, dtype=np.uint8)
+        bits[: len(self._dead_bits)] = self._dead_bits
+        self._owner, self._dead_bits = owner, bits
+        self._selector = None  # it pointed at the old bitmap
 
     def attach(self, segment: SealedSegment) -> None:
         self._attach(segment)
 
     def detach(self, segment: SealedSegment) -> None:
         self.sealed.remove(segment)
-        gone = []
-        for chunk_id in segment.ids.tolist():
-            if self._where.get(chunk_id) is segment:
-                del self._where[chunk_id]
-                gone.append(chunk_id)
-        if self._tombstones and gone:
-            self._tombstones.difference_update(gone)
+        slot = self._slot_of.pop(segment.name)
+        del self._slots[slot]
+        ids = segment.ids
+        gone = ids[self._owner[ids] == slot] if len(ids) else ids
+        self._owner[gone] = -1
+        self._owned -= len(gone)
+        if self._tombstones and len(gone):
+            self._tombstones.difference_update(gone.tolist())
+            self._mark_dead(gone, False)
         self._dead = None
-        self._selector = None
 
     # -- reading --------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.live) + len(self._where) - len(self._tombstones)
+        return len(self.live) + self._owned - len(self._tombstones)
 
     def vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
         found: dict[int, np.ndarray] = {}
         for chunk_id in ids:
             if self.live.contains(chunk_id):
                 found[chunk_id] = self.live.vector(chunk_id)
-            elif chunk_id in self._where and chunk_id not in self._tombstones:
-                found[chunk_id] = self._where[chunk_id].vectors_of(np.array([chunk_id]))[0]
+            elif chunk_id not in self._tombstones:
+                slot = int(self._owners(np.array([chunk_id], dtype=np.int64))[0])
+                if slot >= 0:
+                    found[chunk_id] = self._slots[slot].vectors_of(np.array([chunk_id]))[0]
         return found
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k (chunk id, inner product) over all segments, tombstones excluded."""
+        """Top-k (chunk id, inner product) over all segments, tombstones excluded.
+
+        One quantizer assignment serves every segment, the live one included (it is indexed in
+        the shared lists once a quantizer exists), so a query costs one IVF search over the
+        index plus a `search_preassigned` call per segment.
+        """
         queries = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        scores, ids = self.live.search(queries, k)
-        all_scores, all_ids = [scores[0]], [ids[0]]
+        all_scores: list[np.ndarray] = []
+        all_ids: list[np.ndarray] = []
+        assigned: tuple[np.ndarray, np.ndarray] | None = None
+        if self.quantizer is not None:
+            nprobe = max(1, min(self.nprobe, self.nlist))
+            coarse_scores, coarse_lists = self.quantizer.search(queries, nprobe)
+            assigned = (coarse_lists, coarse_scores)
+        if assigned is not None and self.live.nlist == self.nlist:
+            scores, ids = self.live.search_assigned(queries, k, assigned, self._search_params(False))
+        else:
+            scores, ids = self.live.search(queries, k)
+        all_scores.append(scores[0])
+        all_ids.append(ids[0])
         if self.sealed:
-            selector = self._exclusion()
-            nprobe = max(1, min(self.nprobe, self.nlist or 1))
-            assigned: tuple[np.ndarray, np.ndarray] | None = None
-            if self.quantizer is not None:
-                coarse_scores, coarse_lists = self.quantizer.search(queries, nprobe)
-                assigned = (coarse_lists, coarse_scores)
-                params = SealedSegment.assigned_params(nprobe, selector)
+            params = self._search_params(True)
             for segment in self.sealed:
                 if assigned is not None and segment.index.nlist == self.nlist:
                     s, i = segment.search_assigned(queries, k, assigned, params)
                 else:  # a segment from another quantizer (never after a clean load)
-                    s, i = segment.search(queries, k, self.nprobe, selector)
+                    s, i = segment.search(queries, k, self.nprobe, self._exclusion())
                 all_scores.append(s[0])
                 all_ids.append(i[0])
         merged_scores = np.concatenate(all_scores)
@@ -396,12 +508,26 @@ class VectorIndex:
         order = np.argsort(-merged_scores, kind="stable")[:k]
         return [(int(merged_ids[i]), float(merged_scores[i])) for i in order]
 
+    def _search_params(self, sealed: bool) -> faiss.SearchParametersIVF:
+        """Cached per (nprobe, selector): building them costs more than a small list scan."""
+        nprobe = max(1, min(self.nprobe, self.nlist or 1))
+        selector = self._exclusion() if sealed else None
+        key = (nprobe, id(selector) if selector is not None else 0)
+        cached = self._params_cache.get(key)
+        if cached is None:
+            cached = SealedSegment.assigned_params(nprobe, selector)
+            if len(self._params_cache) > 8:
+                self._params_cache.clear()
+            self._params_cache[key] = cached
+        return cached
+
     def _exclusion(self) -> faiss.IDSelector | None:
         if not self._tombstones:
             return None
         if self._selector is None:
-            dead = self._dead_array()
-            batch = faiss.IDSelectorBatch(len(dead), faiss.swig_ptr(dead))
-            self._selector = faiss.IDSelectorNot(batch)
-            self._selector_keepalive = (dead, batch)
+            bits = self._dead_bits
+            dead = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+            self._selector = faiss.IDSelectorNot(dead)
+            self._selector_keepalive = (bits, dead)
+            self._params_cache.clear()
         return self._selector

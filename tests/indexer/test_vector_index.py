@@ -56,9 +56,12 @@ def test_deletes_are_tombstoned_then_compacted() -> None:
 
 
 def test_nlist_rule() -> None:
-    assert nlist_for(100_000) == 100
-    assert nlist_for(8192) == 8
+    # small indexes: few lists of ~1,000 vectors (nprobe 16 scans most of them: near-exact)
+    assert nlist_for(8192) == 8 and nlist_for(60_000) == 60
     assert nlist_for(10) == 1
-    # trained for the middle of the next 4x growth: ~1,000 vectors per list at 2N
-    assert planned_nlist(8192) == 16 and planned_nlist(500_000) == 1000
-    assert planned_nlist(64) == 1  # never fewer than 39 training points per list
+    # from SMALL_INDEX on: 4 sqrt(N), faiss' guideline (raw IVF in bench.scale uses it too)
+    assert nlist_for(100_000) == 1265 and nlist_for(1_000_000) == 4000
+    # trained for the middle of the next 4x growth (2N)
+    assert planned_nlist(8192) == 16 and planned_nlist(500_000) == 4000
+    assert planned_nlist(32_768) == 32_768 // MIN_POINTS_PER_LIST  # >= 39 training points per list
+    assert planned_nlist(64) == 1
