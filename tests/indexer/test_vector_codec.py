@@ -77,11 +77,25 @@ def test_pq_recall_against_exact_search_at_a_fraction_of_flat_memory() -> None:
     assert np.array_equal(pq.vectors_of([5, 11_000])[5], x[5])
 
 
-def test_merges_and_compaction_under_pq_keep_full_vectors_exact() -> None:
+def _no_decoding(*args: object) -> None:
+    raise AssertionError("a PQ code was decoded: merges and retrains must read full vectors")
+
+
+def test_merges_and_compaction_under_pq_keep_full_vectors_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = 64
     x = _mixture(9_000, d, 30, seed=3)
     index = _grown("pq", x, seal=512, step=256)
     assert len(index.sealed) >= 2  # tiers merged on the way
+    for segment in index.sealed:  # as after a snapshot: full vectors served from their files
+        assert isinstance(segment, PQSegment) and segment.full.in_memory
+        segment.full.write(tmp_path / f"{segment.name}.vectors")
+        segment.full.spill(tmp_path / f"{segment.name}.vectors")
+        assert segment.full.mapped
+    for name in ("reconstruct", "reconstruct_n", "sa_decode"):
+        monkeypatch.setattr(faiss.IndexIVFPQ, name, _no_decoding)
+    monkeypatch.setattr(faiss.ProductQuantizer, "decode", _no_decoding)
     index.remove(set(range(0, 4000)))
     rewritten = index.compact()
     assert rewritten and all(isinstance(s, PQSegment) for s in index.sealed)
