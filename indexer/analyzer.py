@@ -60,7 +60,7 @@ class _TokenTerms(dict[str, tuple[str, ...]]):
 
 
 _TERMS = _TokenTerms()
-_TERMS_MAX = 1 << 18
+_TERMS_MAX = 1 << 17  # tokens; ~20 MB at most
 
 
 def identifiers(query: str) -> list[str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from operator import itemgetter
@@ -183,53 +183,50 @@ class Chunker:
 
     def split_many(self, texts: Sequence[str]) -> list[list[Chunk]]:
         """Chunks of each text; one tokenizer call for the whole batch, not one per window."""
-        live = [i for i, text in enumerate(texts) if text.strip()]
-        tokens = self._tokenize([texts[i] for i in live])
-        # Windows first (they depend on the full text's tokens only), then one verification pass.
-        windows: list[tuple[int, int, int, int, bool]] = []  # text, position, start, end, verify
-        for i, toks in zip(live, tokens, strict=True):
-            self._windows(i, toks, windows)
-        token_of = dict(zip(live, tokens, strict=True))
         result: list[list[Chunk]] = [[] for _ in texts]
-        pending: list[tuple[int, int, int, int]] = []
-        for i, position, start, end, verify in windows:
-            if verify:
-                pending.append((i, position, start, end))
-            else:
-                result[i].append(self._chunk(texts[i], token_of[i], position, start, end))
+        live = [i for i, text in enumerate(texts) if text.strip()]
+        # Texts come back as soon as their tokens are known (most need no tokenizer call at all),
+        # so each is windowed while its fragments are still in the CPU cache.
+        pending: list[tuple[int, _Tokens, int, int, int]] = []  # text, tokens, position, span
+        for i, toks in self._tokenize(texts, live):
+            text = texts[i]
+            for position, start, end, exact in self._windows(toks):
+                if exact:
+                    result[i].append(self._chunk(text, toks, position, start, end))
+                else:
+                    pending.append((i, toks, position, start, end))
+        reordered = {i for i, *_ in pending}
         while pending:  # rare: a window cut inside a word, or a tokenizer we cannot reason about
-            pieces = [
-                texts[i][token_of[i].start(start) : token_of[i].end(end - 1)]
-                for i, _, start, end in pending
-            ]
-            retry: list[tuple[int, int, int, int]] = []
-            for (i, position, start, end), count in zip(pending, self._count(pieces), strict=True):
+            pieces = [texts[i][t.start(start) : t.end(end - 1)] for i, t, _, start, end in pending]
+            retry: list[tuple[int, _Tokens, int, int, int]] = []
+            for (i, toks, position, start, end), count in zip(
+                pending, self._count(pieces), strict=True
+            ):
                 # Re-tokenizing a slice can differ at its edges; shrink until the model sees it all.
                 if count <= self.max_tokens or end - start <= 1:
-                    result[i].append(self._chunk(texts[i], token_of[i], position, start, end))
+                    result[i].append(self._chunk(texts[i], toks, position, start, end))
                 else:
-                    retry.append((i, position, start, end - max(1, count - self.max_tokens)))
+                    retry.append((i, toks, position, start, end - max(1, count - self.max_tokens)))
             pending = retry
-        for chunks in result:
-            chunks.sort(key=lambda c: c.position)
+        for i in reordered:
+            result[i].sort(key=lambda c: c.position)
         return result
 
-    def _windows(
-        self, i: int, toks: _Tokens, out: list[tuple[int, int, int, int, bool]]
-    ) -> None:
+    def _windows(self, toks: _Tokens) -> list[tuple[int, int, int, bool]]:
+        """(position, start token, end token, provably exact) of each window, in order."""
+        windows: list[tuple[int, int, int, bool]] = []
         total = toks.total
         start = 0
-        position = 0
         while start < total:
             end = min(start + self.window, total)
             if end < total:
                 end = self._word_boundary_before(toks, start, end)
-            out.append((i, position, start, end, not self._exact(toks, start, end)))
-            position += 1
+            windows.append((len(windows), start, end, self._exact(toks, start, end)))
             if end >= total:
                 break
             next_start = max(end - self.overlap, start + 1)
             start = self._word_start(toks, next_start, floor=start + 1)
+        return windows
 
     def _exact(self, toks: _Tokens, start: int, end: int) -> bool:
         """Whether re-tokenizing the window's text provably gives back its `end - start` tokens."""
@@ -248,16 +245,19 @@ class Chunker:
         piece = text[char_start:char_end]
         return Chunk(position, char_start, char_end, piece, content_hash(piece))
 
-    def _tokenize(self, texts: list[str]) -> list[_Tokens]:
+    def _tokenize(self, texts: Sequence[str], live: list[int]) -> Iterator[tuple[int, _Tokens]]:
+        """(index, tokens) of each text in `live`, in any order."""
         if self._by_fragments:
-            return self._tokenize_by_fragments(texts)
+            yield from self._tokenize_by_fragments(texts, live)
+            return
         if self._backend is not None:
-            encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-            return [_FlatTokens(list(e.offsets), list(e.word_ids)) for e in encodings]
-        flat: list[_Tokens] = []
-        for text in texts:  # a slow (Python) tokenizer: what the HF wrapper gives, one by one
+            encodings = self._backend.encode_batch([texts[i] for i in live], add_special_tokens=False)
+            for i, e in zip(live, encodings, strict=True):
+                yield i, _FlatTokens(list(e.offsets), list(e.word_ids))
+            return
+        for i in live:  # a slow (Python) tokenizer: what the HF wrapper gives, one by one
             encoding = self.tokenizer(
-                text,
+                texts[i],
                 add_special_tokens=False,
                 return_offsets_mapping=True,
                 return_attention_mask=False,
@@ -266,36 +266,38 @@ class Chunker:
             )
             offsets = list(encoding["offset_mapping"])
             words = encoding.word_ids() if hasattr(encoding, "word_ids") else [None] * len(offsets)
-            flat.append(_FlatTokens(offsets, list(words)))
-        return flat
+            yield i, _FlatTokens(offsets, list(words))
 
-    def _tokenize_by_fragments(self, texts: list[str]) -> list[_Tokens]:
+    def _tokenize_by_fragments(
+        self, texts: Sequence[str], live: list[int]
+    ) -> Iterator[tuple[int, _Tokens]]:
         backend = self._backend
         assert backend is not None  # _by_fragments implies a fast tokenizer
-        split = [text.split(" ") for text in texts]
         known = self._fragments
-        # C-level set algebra: this runs for every fragment of every document.
-        every = set(chain.from_iterable(split))
-        unseen = list(every.difference(known))
-        if unseen:
-            if len(known) + len(unseen) > _FRAGMENT_CACHE_ENTRIES:
-                known.clear()
-                unseen = list(every)
-            for fragment, e in zip(
-                unseen, backend.encode_batch(unseen, add_special_tokens=False), strict=True
-            ):
-                offsets = e.offsets
-                known[fragment] = (
-                    len(offsets),
-                    tuple(o[0] for o in offsets),
-                    tuple(o[1] for o in offsets),
-                    tuple(e.word_ids),
-                )
-        get = known.__getitem__
-        return [
-            _FragmentTokens(list(map(get, fragments)), list(map(len, fragments)))
-            for fragments in split
-        ]
+        get, contains = known.__getitem__, known.__contains__
+        waiting: list[tuple[int, list[str]]] = []
+        for i in live:
+            fragments = texts[i].split(" ")
+            if all(map(contains, fragments)):  # C-level: this runs for every fragment
+                yield i, _FragmentTokens(list(map(get, fragments)), list(map(len, fragments)))
+            else:
+                waiting.append((i, fragments))
+        if not waiting:
+            return
+        every = set(chain.from_iterable(fragments for _, fragments in waiting))
+        unseen = every.difference(known)
+        if len(known) + len(unseen) > _FRAGMENT_CACHE_ENTRIES:
+            known.clear()  # texts already yielded hold their fragments' entries themselves
+            unseen = every
+        ordered = list(unseen)
+        for fragment, e in zip(
+            ordered, backend.encode_batch(ordered, add_special_tokens=False), strict=True
+        ):
+            offsets = e.offsets
+            starts, ends = zip(*offsets, strict=True) if offsets else ((), ())
+            known[fragment] = (len(offsets), starts, ends, tuple(e.word_ids))
+        for i, fragments in waiting:
+            yield i, _FragmentTokens(list(map(get, fragments)), list(map(len, fragments)))
 
     def _count(self, pieces: list[str]) -> list[int]:
         if self._backend is not None:

@@ -24,6 +24,14 @@ from indexer.errors import SnapshotError
 _UNKNOWN: Any = object()
 
 
+def _chunk_ids(record: DocumentRecord) -> range | list[int]:
+    """A record's chunk ids, as a range when consecutive (they are, as `Index` numbers them)."""
+    ids = [c.chunk_id for c in record.chunks]
+    if ids and ids[-1] - ids[0] == len(ids) - 1 and ids == list(range(ids[0], ids[-1] + 1)):
+        return range(ids[0], ids[-1] + 1)
+    return ids
+
+
 class DocumentTable:
     """doc_id → live record, plus the versions of deleted documents.
 
@@ -89,6 +97,14 @@ class DocumentTable:
             self._slot[doc_id] = slot
         else:
             self._versions[slot] = version
+        if isinstance(chunk_ids, range) and chunk_ids.step == 1:
+            # The common case (`put` of freshly numbered chunks): slices, no index arrays.
+            if chunk_ids:
+                self._ensure_chunks(chunk_ids.stop - 1)
+                owners = self._chunk_owner[chunk_ids.start : chunk_ids.stop]
+                self._chunks += int(np.count_nonzero(owners != slot))
+                owners[:] = slot
+            return
         ids = np.asarray(
             chunk_ids if isinstance(chunk_ids, np.ndarray) else list(chunk_ids), dtype=np.int64
         )
@@ -214,7 +230,7 @@ class DocumentTable:
             previous = self.get(record.doc_id)
         if previous is not None:
             self._unlink(previous.doc_id, (c.chunk_id for c in previous.chunks))
-        self._link(record.doc_id, record.version, (c.chunk_id for c in record.chunks))
+        self._link(record.doc_id, record.version, _chunk_ids(record))
         self._deleted.pop(record.doc_id, None)
         self._pending[record.doc_id] = record
         return previous

@@ -82,6 +82,11 @@ class ApplyReport:
         return bool(self.upserted or self.deleted)
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8 without encoding it when it is ASCII (one C scan)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class Index:
     """Vectors, BM25 and the document table of one model, kept consistent with each other."""
 
@@ -128,7 +133,7 @@ class Index:
             raise InvalidDocumentError("doc_id must be a non-empty string")
         if len(doc.doc_id) > MAX_DOC_ID_CHARS:
             raise InvalidDocumentError(f"doc_id is longer than {MAX_DOC_ID_CHARS} characters")
-        if any(unicodedata.category(c) == "Cc" for c in doc.doc_id):
+        if not doc.doc_id.isprintable() and any(unicodedata.category(c) == "Cc" for c in doc.doc_id):
             raise InvalidDocumentError("doc_id contains control characters")
         if not isinstance(doc.version, int) or isinstance(doc.version, bool) or doc.version < 0:
             raise InvalidDocumentError("version must be a non-negative integer")
@@ -140,15 +145,13 @@ class Index:
             problem = unstorable(value, where)
             if problem:
                 raise InvalidDocumentError(f"document {doc.doc_id!r}: {problem}")
-        size = len(doc.title.encode("utf-8", "surrogatepass")) + len(
-            doc.text.encode("utf-8", "surrogatepass")
-        )
+        size = _utf8_size(doc.title) + _utf8_size(doc.text)
         if size > self.settings.max_doc_bytes:
             raise InvalidDocumentError(
                 f"document {doc.doc_id!r} is {size} bytes, over the {self.settings.max_doc_bytes}-byte "
                 "limit; split it upstream or raise SEMSEARCH_MAX_DOC_BYTES"
             )
-        if not doc.full_text.strip():
+        if (not doc.title or doc.title.isspace()) and (not doc.text or doc.text.isspace()):
             raise InvalidDocumentError(f"document {doc.doc_id!r} has no text to index")
         if not isinstance(doc.metadata, dict):
             raise InvalidDocumentError(f"metadata of {doc.doc_id!r} must be a JSON object")

@@ -174,7 +174,9 @@ def test_fragment_tokens_equal_whole_text_tokens(model: EmbeddingModel) -> None:
     """The premise of the fast path: a text's tokens are its space-separated fragments' tokens."""
     chunker = Chunker(model.tokenizer, model.info.max_seq_length)
     texts = [t for t in HOSTILE + _scifact_texts()[:100] if t.strip()]
-    for text, toks in zip(texts, chunker._tokenize(texts), strict=True):
+    tokens = dict(chunker._tokenize(texts, list(range(len(texts)))))
+    assert sorted(tokens) == list(range(len(texts)))
+    for text, toks in zip(texts, (tokens[i] for i in range(len(texts))), strict=True):
         whole = model.tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
         )
