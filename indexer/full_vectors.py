@@ -61,12 +61,15 @@ class FullVectors:
         return cls(ids[order], np.ascontiguousarray(vectors[order], dtype=np.float32))
 
     @classmethod
-    def concatenate(cls, parts: list[tuple[np.ndarray, np.ndarray]], dimension: int) -> FullVectors:
-        if not parts:
-            return cls(np.zeros(0, dtype=np.int64), np.zeros((0, dimension), dtype=np.float32))
-        ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
-        vectors = np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False)
-        return cls.from_arrays(ids, vectors)
+    def empty_for(cls, ids: np.ndarray, dimension: int) -> FullVectors:
+        """A store for exactly `ids`, filled part by part (`fill`): a merge or retrain then
+        holds its output and one source's vectors, not every source's plus a sorted copy."""
+        ids = np.sort(np.asarray(ids, dtype=np.int64))
+        return cls(ids, np.empty((len(ids), dimension), dtype=np.float32))
+
+    def fill(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.vectors[np.searchsorted(self.ids, ids)] = vectors
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

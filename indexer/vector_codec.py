@@ -298,9 +298,9 @@ class PQCodec:
         ivf.pq = self._template.pq
         ivf.is_trained = True
         _copy_codes(ivf, sources, dead)
-        full = FullVectors.concatenate(
-            [s.full.alive(dead) for s in sources if isinstance(s, PQSegment)], quantizer.d
-        )
+        full = FullVectors.empty_for(_alive_ids(sources, dead), quantizer.d)
+        for source in sources:  # one source's full vectors in RAM at a time, besides the output
+            full.fill(*alive_vectors(source, dead))
         return PQSegment(name, ivf, full)
 
     def reassign(
@@ -322,16 +322,16 @@ class PQCodec:
             if len(sample):
                 self.train(quantizer, sample)
         ivf: faiss.IndexIVFPQ | None = None
-        parts = []
+        full = FullVectors.empty_for(_alive_ids(sources, dead), quantizer.d)
         for segment in sources:  # one segment's full vectors read at a time
             ids, vectors = alive_vectors(segment, dead)
             if ivf is None:
                 ivf = self._new_index(quantizer, nlist, vectors)
             ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-            parts.append((ids, vectors))
+            full.fill(ids, vectors)
         if ivf is None:
             ivf = self._new_index(quantizer, nlist, np.zeros((0, quantizer.d), dtype=np.float32))
-        return PQSegment(name, ivf, FullVectors.concatenate(parts, quantizer.d))
+        return PQSegment(name, ivf, full)
 
 
 VectorCodec = FlatCodec | PQCodec
@@ -343,6 +343,11 @@ def make_codec(name: str) -> VectorCodec:
     if name == "pq":
         return PQCodec()
     raise ValueError(f"unknown vector codec {name!r}; use one of {', '.join(CODECS)}")
+
+
+def _alive_ids(sources: list[SealedSegment], dead: np.ndarray) -> np.ndarray:
+    ids = np.concatenate([s.ids for s in sources]) if sources else np.zeros(0, dtype=np.int64)
+    return ids[~np.isin(ids, dead)] if len(dead) else ids
 
 
 def _sample(sources: list[SealedSegment], dead: np.ndarray, want: int, dimension: int) -> np.ndarray:
