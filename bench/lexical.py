@@ -26,6 +26,9 @@ as a sanity check; it is not 1.0 by design (LexicalIndex uses the always-positiv
     python -m bench.lexical                     # 100k synthetic + SciFact; writes bench/results/lexical.json
     python -m bench.lexical --chunks 10000      # quick check
     python -m bench.lexical --no-stopword-head  # worst case: very common terms in most queries
+
+Query latency at 100k-1M chunks (segments built with numpy, no analysis; pruned vs exhaustive
+evaluation on the same data) is bench/lexical_scale.py's.
 """
 
 from __future__ import annotations

@@ -228,17 +228,40 @@ def evaluate_segment(
             break
         total += bounds[i]
         optional.append(i)
-    essential = [i for i in range(len(terms)) if i not in set(optional)]
-    parts = []
+    skip = set(optional)
+    # Highest bound first: the later terms' bounds (`after`) shrink, so more of their blocks close.
+    essential = sorted((i for i in range(len(terms)) if i not in skip), key=lambda i: -bounds[i])
+    after = sum(bounds[i] for i in essential) + total
+    parts: list[np.ndarray] = []
     for i in essential:
         term = terms[i]
+        after -= bounds[i]
         ids, tfs = term.ids.astype(np.intp), term.tfs
+        if theta > 0.0:
+            # A block whose bound plus every later term's cannot reach theta starts no
+            # candidate: a chunk first met there cannot reach the top k. Its postings only add
+            # to the chunks already scored (non-zero in scratch).
+            block_bounds = term.block_max * np.float32(term.weight * (K1 + 1.0) * scale)
+            open_blocks = block_bounds + np.float32(after) >= np.float32(theta)
+            if not open_blocks.all():
+                is_open = np.repeat(open_blocks, BLOCK)[: ids.shape[0]]
+                closed, closed_tfs = ids[~is_open], tfs[~is_open]
+                ids, tfs = ids[is_open], tfs[is_open]
+                if parts:
+                    hit = scratch[closed] > 0.0
+                    found = closed[hit]
+                    scratch[found] += scorer.score(found, closed_tfs[hit], term.weight)
         if filter_dead:
             keep = alive[ids]
             ids, tfs = ids[keep], tfs[keep]
         if ids.shape[0]:
             scratch[ids] += scorer.score(ids, tfs, term.weight)
             parts.append(ids)
+        if parts and after > 0.0:
+            # Lower bound of the k-th best: entries hold a chunk once per term, so the
+            # (k * terms)-th largest entry is at most the k-th largest distinct chunk.
+            entries = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            theta = max(theta, _kth(scratch[entries], k * len(parts)))
     if not parts:
         return
     candidates = np.concatenate(parts) if len(parts) > 1 else parts[0]
