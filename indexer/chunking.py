@@ -274,12 +274,14 @@ class Chunker:
         backend = self._backend
         assert backend is not None  # _by_fragments implies a fast tokenizer
         known = self._fragments
-        get, contains = known.__getitem__, known.__contains__
+        lookup = known.get
         waiting: list[tuple[int, list[str]]] = []
         for i in live:
             fragments = texts[i].split(" ")
-            if all(map(contains, fragments)):  # C-level: this runs for every fragment
-                yield i, _FragmentTokens(list(map(get, fragments)), list(map(len, fragments)))
+            # C-level, one dict probe per fragment: this runs for every fragment of every text.
+            entries = list(map(lookup, fragments))
+            if None not in entries:
+                yield i, _FragmentTokens(entries, list(map(len, fragments)))  # type: ignore[arg-type]
             else:
                 waiting.append((i, fragments))
         if not waiting:
@@ -296,6 +298,7 @@ class Chunker:
             offsets = e.offsets
             starts, ends = zip(*offsets, strict=True) if offsets else ((), ())
             known[fragment] = (len(offsets), starts, ends, tuple(e.word_ids))
+        get = known.__getitem__
         for i, fragments in waiting:
             yield i, _FragmentTokens(list(map(get, fragments)), list(map(len, fragments)))
 
