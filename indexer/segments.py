@@ -63,6 +63,7 @@ class LiveSegment:
         self._count = 0
         self._position: dict[int, int] = {}
         self._lists: faiss.IndexIVFFlat | None = None
+        self.quantizer: faiss.Index | None = None  # the one `_lists` was assigned with
 
     def __len__(self) -> int:
         return self._count
@@ -80,10 +81,15 @@ class LiveSegment:
             lists.add_with_ids(np.ascontiguousarray(self.vectors), self.ids)
         return lists
 
-    def use_lists(self, lists: faiss.IndexIVFFlat) -> None:
+    def use_lists(self, lists: faiss.IndexIVFFlat, quantizer: faiss.Index) -> None:
         if int(lists.ntotal) != self._count:
             raise ValueError(f"lists hold {lists.ntotal} rows, the live segment {self._count}")
-        self._lists = lists
+        self._lists, self.quantizer = lists, quantizer
+
+    def assign(self, quantizer: faiss.Index, nlist: int) -> None:
+        """Hold the rows in `quantizer`'s lists too. Costs rows x nlist dot products (0.6 s for
+        8,192 rows at 4,096 lists), so a loader calls it before taking the index's lock."""
+        self.use_lists(self.lists_for(quantizer, nlist), quantizer)
 
     @property
     def ids(self) -> np.ndarray:

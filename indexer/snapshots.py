@@ -830,6 +830,10 @@ class SnapshotStore:
         quantizer: Any = None
         if manifest.quantizer and manifest.quantizer["file"] != index.vectors.quantizer_file:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
+        if manifest.quantizer:  # the live rows into the quantizer's lists, before the lock
+            held = index.vectors.quantizer if quantizer is None else quantizer
+            if held is not None:
+                live.assign(held, int(manifest.quantizer["nlist"]))
         with index.lock.writing():
             if changes is not None:
                 assert manifest.documents is not None

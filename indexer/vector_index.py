@@ -160,9 +160,12 @@ class VectorIndex:
 
     @live.setter
     def live(self, segment: LiveSegment) -> None:
-        """Install a live segment; once a quantizer exists it is indexed in the shared lists."""
-        if self.quantizer is not None:
-            segment.use_lists(segment.lists_for(self.quantizer, self.nlist))
+        """Install a live segment; once a quantizer exists it is indexed in the shared lists
+        (unless the loader did that already, outside the lock: LiveSegment.assign)."""
+        if self.quantizer is not None and (
+            segment.quantizer is not self.quantizer or segment.nlist != self.nlist
+        ):
+            segment.assign(self.quantizer, self.nlist)
         self._live = segment
 
     def _owners(self, ids: np.ndarray) -> np.ndarray:
@@ -282,7 +285,7 @@ class VectorIndex:
         self._params_cache.clear()
         if live_lists is None:
             live_lists = self._live.lists_for(self.quantizer, self.nlist)
-        self._live.use_lists(live_lists)
+        self._live.use_lists(live_lists, self.quantizer)
 
     @property
     def quantizer_file(self) -> str | None:
@@ -306,7 +309,8 @@ class VectorIndex:
         self.trained_on = int(entry.get("trained_on") or 0)
         self.codec.adopt(quantizer, self.sealed)
         self._params_cache.clear()
-        self._live.use_lists(self._live.lists_for(quantizer, self.nlist))
+        # The live segment is searched flat until one assigned to this quantizer is installed
+        # (`live`): a loader installs it next, assigned before it took the lock.
 
     def imbalance(self) -> float:
         """faiss' imbalance factor of the sealed lists taken together (1.0: perfectly even)."""
@@ -486,7 +490,7 @@ class VectorIndex:
             nprobe = max(1, min(self.nprobe, self.nlist))
             coarse_scores, coarse_lists = self.quantizer.search(queries, nprobe)
             assigned = (coarse_lists, coarse_scores)
-        if assigned is not None and self.live.nlist == self.nlist:
+        if assigned is not None and self.live.quantizer is self.quantizer:
             scores, ids = self.live.search_assigned(queries, k, assigned, self._search_params(False))
         else:
             scores, ids = self.live.search(queries, k)
