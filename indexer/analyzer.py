@@ -40,27 +40,34 @@ def analyze(text: str) -> list[str]:
     """Terms for indexing and for queries (same path both ways, so they always match)."""
     if len(_TERMS) > _TERMS_MAX:
         _TERMS.clear()
-    return list(chain.from_iterable(map(_TERMS.__getitem__, _TOKEN.findall(text.lower()))))
+    return list(chain.from_iterable(map(_TERMS.__getitem__, text.split(" "))))
 
 
-class _TokenTerms(dict[str, tuple[str, ...]]):
-    """Each token's terms, memoized: tokens repeat (Zipf), and stemming every occurrence again
-    was most of the lexical leg's ingest cost. A dict (C-level hits) bounded by clearing."""
+class _FragmentTerms(dict[str, tuple[str, ...]]):
+    """The terms of each space-separated fragment, memoized (a dict: C-level hits).
 
-    def __missing__(self, token: str) -> tuple[str, ...]:
+    Exact, not approximate: a token (`_TOKEN`) never contains a space, and lowercasing is local
+    to a run of non-space characters (Python's final-sigma context stops at a space), so a
+    text's terms are its fragments' terms in order. Fragments repeat (Zipf): the regex, the
+    lowercasing and the stemming ran again for every occurrence and were most of the lexical
+    leg's ingest cost. Bounded by clearing.
+    """
+
+    def __missing__(self, fragment: str) -> tuple[str, ...]:
         terms: list[str] = []
-        if is_identifier(token):
-            terms.append(f"#{token}")  # exact-identifier term; '#' cannot come from a part
         stem = _stemmer().stemWord
-        for part in _PART.findall(token):
-            if part not in STOPWORDS:
-                terms.append(stem(part))
-        self[token] = result = tuple(terms)
+        for token in _TOKEN.findall(fragment.lower()):
+            if is_identifier(token):
+                terms.append(f"#{token}")  # exact-identifier term; '#' cannot come from a part
+            for part in _PART.findall(token):
+                if part not in STOPWORDS:
+                    terms.append(stem(part))
+        self[fragment] = result = tuple(terms)
         return result
 
 
-_TERMS = _TokenTerms()
-_TERMS_MAX = 1 << 17  # tokens; ~20 MB at most
+_TERMS = _FragmentTerms()
+_TERMS_MAX = 1 << 17  # fragments; ~25 MB at most
 
 
 def identifiers(query: str) -> list[str]:
