@@ -37,12 +37,13 @@ written by the next one).
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,17 @@ CREATE TABLE IF NOT EXISTS generations (
 # full scan stays on the b-tree pages and never follows the overflow pages of long texts.
 _RECORD_COLUMNS = "doc_id, version, chunk_ids, chunks, title, metadata, text"
 _VISIBLE = "gen_from <= :g AND (gen_to IS NULL OR gen_to > :g)"
+_HIT_COLUMNS = "doc_id, chunk_ids, chunks, title, metadata, text"
+
+
+@functools.lru_cache(maxsize=64)
+def _hits_sql(n: int) -> str:
+    """The statement for n ids, built once per n: sqlite3 caches prepared statements by text."""
+    marks = ",".join("?" * n)
+    return (
+        f"SELECT {_HIT_COLUMNS} FROM docs WHERE doc_id IN ({marks}) AND gen_from <= ? "
+        "AND (gen_to IS NULL OR gen_to > ?)"
+    )
 
 
 def _storable_text(value: str) -> str:
@@ -144,6 +156,62 @@ def _row_record(row: tuple[Any, ...]) -> DocumentRecord:
         chunks=tuple(
             ChunkRecord(int(i), int(s[0]), int(s[1]), s[2]) for i, s in zip(ids, spans, strict=True)
         ),
+    )
+
+
+@dataclass(frozen=True)
+class HitRecord:
+    """What a search hit shows of a document: the fields, with the chunk spans left unparsed.
+
+    A query turns ~k rows into hits; a full DocumentRecord per row (a ChunkRecord per chunk, its
+    spans JSON parsed) cost more than the SQL. Only the chunk a hit shows is ever located.
+    """
+
+    doc_id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    chunk_ids: np.ndarray  # int64, in document order
+    spans: str | list[list[Any]]  # the row's `chunks` JSON ([start, end, hash] per chunk), or parsed
+
+    @classmethod
+    def of(cls, record: DocumentRecord) -> HitRecord:
+        ids = np.fromiter((c.chunk_id for c in record.chunks), np.int64, len(record.chunks))
+        spans = [[c.start, c.end, c.content_hash] for c in record.chunks]
+        return cls(record.doc_id, record.title, record.text, record.metadata, ids, spans)
+
+    @property
+    def full_text(self) -> str:
+        if self.title and self.text:
+            return f"{self.title}\n\n{self.text}"
+        return self.title or self.text
+
+    def chunk_text(self, chunk_id: int | None) -> str | None:
+        """The text of chunk `chunk_id` of this document, None if it is not one of its chunks."""
+        if chunk_id is None:
+            return None
+        ids = self.chunk_ids.tolist()  # a few ids: a list scan beats numpy's per-call cost
+        if chunk_id not in ids:
+            return None
+        spans = json.loads(self.spans) if isinstance(self.spans, str) else self.spans
+        start, end = (int(v) for v in spans[ids.index(chunk_id)][:2])
+        # Spans are offsets into full_text (title, blank line, text): a chunk of the body is
+        # sliced from the text itself, without building the concatenation.
+        body = len(self.title) + 2 if self.title and self.text else 0
+        if body and start >= body:
+            return self.text[start - body : end - body]
+        return self.full_text[start:end]
+
+
+def _row_hit(row: tuple[Any, ...]) -> HitRecord:
+    doc_id, chunk_ids, chunks, title, metadata, text = row
+    return HitRecord(
+        doc_id,
+        title,
+        text,
+        {} if metadata == "{}" else (json.loads(metadata) or {}),
+        np.frombuffer(chunk_ids, dtype=np.int64),
+        chunks,
     )
 
 
@@ -294,6 +362,17 @@ class DocumentStore:
             )
             for row in rows:
                 found[row[0]] = _row_record(row)
+        return found
+
+    def fetch_hits(self, doc_ids: Sequence[str], generation: int) -> dict[str, HitRecord]:
+        """`fetch` for the hits of a query: one query, no DocumentRecord built (see HitRecord)."""
+        found: dict[str, HitRecord] = {}
+        wanted = list(dict.fromkeys(doc_ids))
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self._query(_hits_sql(len(part)), (*part, generation, generation))
+            for row in rows:
+                found[row[0]] = _row_hit(row)
         return found
 
     def scan(self, generation: int) -> Iterator[tuple[str, int, np.ndarray]]:

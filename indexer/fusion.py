@@ -35,9 +35,16 @@ def reciprocal_rank_fusion(
     first_seen: dict[str, tuple[int, int]] = {}
     for leg, (ranking, weight) in enumerate(rankings):
         for rank, doc_id in enumerate(ranking, start=1):
-            scores[doc_id] = scores.get(doc_id, 0.0) + weight / (k + rank)
-            first_seen.setdefault(doc_id, (rank, leg))
-    return sorted(scores.items(), key=lambda item: (-item[1], first_seen[item[0]], item[0]))
+            held = scores.get(doc_id)
+            if held is None:
+                scores[doc_id] = 0.0 + weight / (k + rank)
+                first_seen[doc_id] = (rank, leg)
+            else:
+                scores[doc_id] = held + weight / (k + rank)
+    # Sorting (-score, first appearance, id) tuples is the order asked for, without a key
+    # function call and its dict look-up per document (a query fuses ~200 documents).
+    ordered = sorted((-score, first_seen[doc_id], doc_id) for doc_id, score in scores.items())
+    return [(doc_id, -negated) for negated, _, doc_id in ordered]
 
 
 def promote(fused: list[tuple[str, float]], exact: Sequence[str]) -> list[tuple[str, float]]:

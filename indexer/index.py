@@ -21,6 +21,7 @@ from indexer._rwlock import ReadWriteLock
 from indexer.analyzer import identifiers
 from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
+from indexer.document_store import HitRecord
 from indexer.document_table import DocumentTable
 from indexer.documents import (
     MAX_DOC_ID_CHARS,
@@ -41,9 +42,33 @@ from semsearch.settings import Settings
 
 MODES = ("vector", "bm25", "hybrid")
 SNIPPET_CHARS = 300
+# Characters of a chunk normalized for its snippet when that suffices (snippet_of).
+_SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
 # How many chunk candidates each leg retrieves per requested document: documents have several
 # chunks, and fusion needs depth beyond k to be useful.
 CANDIDATE_DEPTH = 100
+
+
+def snippet_of(text: str) -> str:
+    """`text` with whitespace runs collapsed, cut to SNIPPET_CHARS (an ellipsis marks the cut).
+
+    Only a prefix is normalized when that decides the result: a chunk is ~1,000 characters and
+    splitting all of it into words was the largest cost of a query's ten snippets. The prefix's
+    last word may be cut short, so it is dropped; the words before it are exactly the text's
+    first words, and if they already reach the cut the rest cannot change the snippet.
+    """
+    if len(text) > _SNIPPET_PREFIX:
+        words = text[:_SNIPPET_PREFIX].split()[:-1]
+        head = " ".join(words)
+        if len(head) >= SNIPPET_CHARS:
+            return head[: SNIPPET_CHARS - 1].rstrip() + "…"
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def _by_score(docs: dict[str, tuple[int, float]]) -> list[tuple[str, tuple[int, float]]]:
+    """A leg's documents by best chunk score, ties in candidate order (sorted is stable)."""
+    return sorted(docs.items(), key=lambda kv: -kv[1][1])
 
 
 @dataclass(frozen=True)
@@ -354,72 +379,86 @@ class Index:
         )
 
         if mode == "vector":
-            ranked = sorted(vector_docs.items(), key=lambda kv: -kv[1][1])
-            scored = [(doc_id, best[1]) for doc_id, best in ranked]
+            scored = [(doc_id, best[1]) for doc_id, best in _by_score(vector_docs)]
             exact: set[str] = set()
         elif mode == "bm25":
-            ranked = sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])
-            scored = [(doc_id, best[1]) for doc_id, best in ranked]
+            scored = [(doc_id, best[1]) for doc_id, best in _by_score(lexical_docs)]
             exact = set()
         else:
             exact_ids = self._exact_identifier_matches(query, lexical_docs)
             fused = reciprocal_rank_fusion(
                 [
-                    (
-                        [d for d, _ in sorted(vector_docs.items(), key=lambda kv: -kv[1][1])],
-                        self.fusion.vector,
-                    ),
-                    (
-                        [d for d, _ in sorted(lexical_docs.items(), key=lambda kv: -kv[1][1])],
-                        self.fusion.lexical,
-                    ),
+                    ([d for d, _ in _by_score(vector_docs)], self.fusion.vector),
+                    ([d for d, _ in _by_score(lexical_docs)], self.fusion.lexical),
                 ],
                 k=self.fusion.k,
             )
             scored = promote(fused, exact_ids)
             exact = set(exact_ids)
+        return self._hits(scored, qvec, k, mode, min_score, vector_docs, lexical_docs, exact)
 
+    def _hits(
+        self,
+        scored: list[tuple[str, float]],
+        qvec: np.ndarray | None,
+        k: int,
+        mode: str,
+        min_score: float | None,
+        vector_docs: dict[str, tuple[int, float]],
+        lexical_docs: dict[str, tuple[int, float]],
+        exact: set[str],
+    ) -> list[SearchHit]:
+        """The first k ranked documents that are live (and pass `min_score`), as hits.
+
+        Title, text and metadata live in the document store: read for the hits only, k rows in
+        one query first (all a query needs unless min_score or deletions skip some), then
+        growing batches. A row is not turned into a DocumentRecord (HitRecord: only the shown
+        chunk's span is located).
+        """
         hits: list[SearchHit] = []
-        # Title, text and metadata live in the document store: fetched for the hits only, in
-        # one query for the first k candidates (more only if min_score or deletions skip some).
-        records: dict[str, DocumentRecord] = {}
-        fetched = 0
-        for position, (doc_id, score) in enumerate(scored):
-            if position >= fetched:
-                batch = [d for d, _ in scored[position : position + max(k, 16)]]
-                records = self.documents.get_many(batch)
-                fetched = position + len(batch)
-            record = records.get(doc_id)
-            if record is None:
-                continue
-            best_chunk, similarity = self._similarity(record, qvec, vector_docs.get(doc_id))
-            if mode == "bm25" and doc_id in lexical_docs:
-                best_chunk = lexical_docs[doc_id][0]
-            if min_score is not None and doc_id not in exact:
-                value = score if mode == "bm25" else similarity
-                if value is None or value < min_score:
+        position, size = 0, k
+        while position < len(scored) and len(hits) < k:
+            batch = scored[position : position + size]
+            position += len(batch)
+            size = max(2 * size, 16)
+            records = self.documents.hits([doc_id for doc_id, _ in batch])
+            best = self._best_chunks(records, qvec, vector_docs)
+            for doc_id, score in batch:
+                record = records.get(doc_id)
+                if record is None:
                     continue
-            hits.append(
-                SearchHit(
-                    doc_id,
-                    float(score),
-                    similarity,
-                    record.title,
-                    self._snippet(record, best_chunk),
-                    record.metadata,
+                best_chunk, similarity = best[doc_id]
+                if mode == "bm25" and doc_id in lexical_docs:
+                    best_chunk = lexical_docs[doc_id][0]
+                if min_score is not None and doc_id not in exact:
+                    value = score if mode == "bm25" else similarity
+                    if value is None or value < min_score:
+                        continue
+                hits.append(
+                    SearchHit(
+                        doc_id,
+                        float(score),
+                        similarity,
+                        record.title,
+                        self._snippet(record, best_chunk),
+                        record.metadata,
+                    )
                 )
-            )
-            if len(hits) == k:
-                break
+                if len(hits) == k:
+                    break
         return hits
 
     def _best_per_doc(self, chunk_hits: list[tuple[int, float]]) -> dict[str, tuple[int, float]]:
+        """Each document's best chunk among a leg's candidates; owners resolved in one gather."""
+        if not chunk_hits:
+            return {}
+        owners = self.documents.owner_ids([chunk_id for chunk_id, _ in chunk_hits])
         best: dict[str, tuple[int, float]] = {}
-        for chunk_id, score in chunk_hits:
-            doc_id = self.documents.owner_id(chunk_id)
+        for doc_id, (chunk_id, score) in zip(owners, chunk_hits, strict=True):
             if doc_id is None:
                 continue
-            if doc_id not in best or score > best[doc_id][1]:
+            held = best.get(doc_id)
+            if held is None or score > held[1]:
                 best[doc_id] = (chunk_id, score)
         return best
 
@@ -434,29 +473,57 @@ class Index:
             return []
         docs = None
         for chunk_ids in chunk_sets:
-            owners = {d for d in map(self.documents.owner_id, chunk_ids) if d is not None}
+            owners = {d for d in self.documents.owner_ids(list(chunk_ids)) if d is not None}
             docs = owners if docs is None else docs & owners
         ranked = sorted(docs or (), key=lambda d: (-lexical_docs.get(d, (0, 0.0))[1], d))
         return ranked
 
-    def _similarity(
-        self, record: DocumentRecord, qvec: np.ndarray | None, known: tuple[int, float] | None
-    ) -> tuple[int | None, float | None]:
-        if qvec is None:
-            return (record.chunks[0].chunk_id if record.chunks else None), None
-        if known is not None:
-            return known
-        vectors = self.vectors.vectors_of([c.chunk_id for c in record.chunks])
-        if not vectors:
-            return None, None
-        chunk_id, vector = max(vectors.items(), key=lambda kv: float(kv[1] @ qvec))
-        return chunk_id, float(vector @ qvec)
+    def _best_chunks(
+        self,
+        records: dict[str, HitRecord],
+        qvec: np.ndarray | None,
+        vector_docs: dict[str, tuple[int, float]],
+    ) -> dict[str, tuple[int | None, float | None]]:
+        """(best chunk id, its cosine) of each document about to be shown.
 
-    def _snippet(self, record: DocumentRecord, chunk_id: int | None) -> str:
-        chunk = next((c for c in record.chunks if c.chunk_id == chunk_id), None)
-        text = record.chunk_text(chunk) if chunk is not None else record.full_text
-        text = " ".join(text.split())
-        return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+        The vector leg's candidates know theirs. The others (BM25-only documents in hybrid mode)
+        are scored exactly over all their chunks: their vectors are read in one `vectors_of`
+        call for the whole batch, not one call per document.
+        """
+        best: dict[str, tuple[int | None, float | None]] = {}
+        if qvec is None:
+            for doc_id, record in records.items():
+                ids = record.chunk_ids
+                best[doc_id] = (int(ids[0]) if len(ids) else None), None
+            return best
+        unknown: list[str] = []
+        for doc_id in records:
+            known = vector_docs.get(doc_id)
+            if known is not None:
+                best[doc_id] = known
+            else:
+                unknown.append(doc_id)
+        if not unknown:
+            return best
+        chunk_ids = {d: records[d].chunk_ids.tolist() for d in unknown}
+        vectors = self.vectors.vectors_of([c for d in unknown for c in chunk_ids[d]])
+        for doc_id in unknown:
+            top: tuple[int | None, float | None] = (None, None)
+            for chunk_id in chunk_ids[doc_id]:
+                vector = vectors.get(chunk_id)
+                if vector is None:
+                    continue
+                similarity = float(vector @ qvec)
+                if top[1] is None or similarity > top[1]:
+                    top = (chunk_id, similarity)
+            best[doc_id] = top
+        return best
+
+    def _snippet(self, record: HitRecord, chunk_id: int | None) -> str:
+        text = record.chunk_text(chunk_id)
+        if text is None:
+            text = record.full_text
+        return snippet_of(text)
 
     @staticmethod
     def _check_query(query: str, k: int, mode: str, min_score: float | None) -> None:
