@@ -74,8 +74,8 @@ class Settings:
     chunk_overlap: int = 32
     # SEMSEARCH_MAX_DOC_BYTES: larger documents are rejected (dead-lettered), not truncated.
     max_doc_bytes: int = 2 * 1024 * 1024
-    # SEMSEARCH_NPROBE: IVF lists probed per query, shared by all sealed segments (16; lists
-    # hold ~1,000 vectors: see indexer/vector_index.py for recall vs nprobe).
+    # SEMSEARCH_NPROBE: IVF lists probed per query, shared by all segments (16; ~N/1000 lists
+    # below 64k vectors, 4 sqrt(N) above: see indexer/vector_index.py for recall vs nprobe).
     nprobe: int = 16
     # SEMSEARCH_SEAL_CHUNKS: live-segment size at which it is sealed into an IVF segment (8192).
     seal_chunks: int = 8192
