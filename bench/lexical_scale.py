@@ -16,11 +16,15 @@ same load. k defaults to 100: Index.search asks the lexical leg for CANDIDATE_DE
 
     python -m bench.lexical_scale --chunks 100000,300000        # writes bench/results/lexical_scale.json
     python -m bench.lexical_scale --chunks 1000000 --queries 300
+    # also time an earlier evaluation (a copy of an older indexer/lexical.py) on the same segments:
+    git show 0a3fe45^:indexer/lexical.py > /tmp/lexical_before.py
+    python -m bench.lexical_scale --old /tmp/lexical_before.py
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -138,7 +142,7 @@ class Exhaustive:
             touched.append(ids)
         if not touched:
             return []
-        ids = np.unique(np.concatenate(touched))
+        ids = np.flatnonzero(self.scratch)  # one dense pass: cheaper than sorting the postings
         scores = self.scratch[ids]
         self.scratch[ids] = 0.0
         if k < ids.shape[0]:
@@ -158,14 +162,31 @@ def same_top(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> boo
     return all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got)
 
 
-def measure(index: LexicalIndex, queries: list[str], k: int) -> dict[str, Any]:
+def load_old(path: Path, index: LexicalIndex) -> Any:
+    """The LexicalIndex class of an older lexical.py, over the same segments (postings_of API)."""
+    spec = importlib.util.spec_from_file_location("lexical_before", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lexical_before"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module.LexicalIndex.from_segments(index.segments)
+
+
+def measure(index: LexicalIndex, queries: list[str], k: int, old: Any = None) -> dict[str, Any]:
     reference = Exhaustive(index)
     analyzed = [analyze(q) for q in queries]
     for terms in analyzed[:10]:
         index.search_terms(terms, k)
         reference.search(terms, k)
-    pruned_ms, exhaustive_ms, mismatches = [], [], 0
+        if old is not None:
+            old.search_terms(terms, k)
+    pruned_ms, exhaustive_ms, old_ms, mismatches = [], [], [], 0
     for terms in analyzed:
+        if old is not None:
+            started = time.perf_counter()
+            old.search_terms(terms, k)
+            old_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         got = index.search_terms(terms, k)
         pruned_ms.append((time.perf_counter() - started) * 1000)
@@ -176,6 +197,7 @@ def measure(index: LexicalIndex, queries: list[str], k: int) -> dict[str, Any]:
     return {
         "pruned": summary(pruned_ms),
         "exhaustive": summary(exhaustive_ms),
+        **({"old": summary(old_ms)} if old_ms else {}),
         "mismatches": mismatches,
     }
 
@@ -191,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--old", type=Path, help="an older indexer/lexical.py to time as well")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.chunks.split(",") if s]
     if not (args.data / "corpus.jsonl").is_file():
@@ -213,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             "build_seconds": build_s,
             "ram_bytes_per_chunk": index.nbytes() / size,
         }
+        old = load_old(args.old, index) if args.old else None
         for name, queries in (("synthetic", synthetic), ("scifact", claims)):
-            entry[name] = measure(index, queries, args.k)
+            entry[name] = measure(index, queries, args.k, old)
             m = entry[name]
             rows.append(
                 [
@@ -222,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                     name,
                     f"{m['pruned']['p50_ms']:.2f} / {m['pruned']['p99_ms']:.2f}",
                     f"{m['exhaustive']['p50_ms']:.2f} / {m['exhaustive']['p99_ms']:.2f}",
+                    f"{m['old']['p50_ms']:.2f} / {m['old']['p99_ms']:.2f}" if "old" in m else "-",
                     m["mismatches"],
                 ]
             )
             print(f"  {name}: {rows[-1][2]} ms pruned, {rows[-1][3]} ms exhaustive", flush=True)
         results[str(size)] = entry
-        del index
+        del index, old
     result = {
         "bench": "lexical_scale",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -242,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(
         f"BM25 query ms (p50 / p99), k = {args.k}, one thread; exhaustive = every posting scored",
-        ["chunks", "queries", "pruned (LexicalIndex)", "exhaustive", "top-k mismatches"],
+        ["chunks", "queries", "pruned (LexicalIndex)", "exhaustive", "--old", "top-k mismatches"],
         rows,
     )
     print(f"\nwrote {args.out}")
