@@ -46,9 +46,10 @@ from consumers.source import Offsets
 from consumers.worker import CLUSTER_KEY, IndexWorker
 from indexer.beir import read_qrels, read_queries
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
+from indexer.errors import IndexNotFoundError, SemsearchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
+from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from indexer.validation import DEFAULT_P99_MS, GateReport, unusable_model, validate_shadow
 from producers.publisher import Publisher
@@ -119,6 +120,9 @@ class Migrator:
         self.writers = writers if writers is not None else set()
         self._last_status = 0.0
         self.cluster: str | None = None
+        # Pins on the generations the private copies read (documents.sqlite rows at that
+        # generation, for hours at 1M chunks): released when the migration ends.
+        self._holds: list[StandingPin] = []
 
     # -- entry point ------------------------------------------------------------------------
     def run(self, request: ModelUpgrade) -> MigrationOutcome:
@@ -140,6 +144,10 @@ class Migrator:
                 f"{type(exc).__name__}: {exc} - the serving index is unchanged; is {request.model} "
                 "a sentence-transformers text model directory?",
             )
+        finally:
+            for hold in self._holds:
+                hold.release()
+            self._holds.clear()
         outcome.from_index = outcome.from_index or self.status.current.get("from_index")
         outcome.to_index = outcome.to_index or self.status.current.get("to_index")
         outcome.stats.setdefault("seconds", round(time.monotonic() - started, 3))
@@ -200,7 +208,7 @@ class Migrator:
         store = SnapshotStore(
             index_dir(self.settings, model.index_id), keep=self.settings.keep_generations
         )
-        target, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        target, manifest = self._load_pinned(store, model)
         live, origin = self._load_live(live_id)
         ours, theirs = offsets_in(manifest, self.cluster), offsets_in(origin, self.cluster)
         at = {
@@ -283,11 +291,7 @@ class Migrator:
         store = SnapshotStore(
             index_dir(self.settings, live_id), keep=self.settings.keep_generations
         )
-        # Pinned: the live worker snapshots (and collects generations) while the model loads.
-        pin, newest = store.pin_latest()
-        with pin:
-            model = model_for_manifest(self.settings, newest)
-            live, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        live, manifest = self._load_pinned(store, None)
         log.info(
             "migration: private copy of the serving index %s, generation %d (%d documents, offsets %s)",
             live_id,
@@ -296,6 +300,28 @@ class Migrator:
             manifest.offsets,
         )
         return live, manifest
+
+    def _load_pinned(
+        self, store: SnapshotStore, model: EmbeddingModel | None
+    ) -> tuple[Index, Manifest]:
+        """A private copy of `store`'s newest loadable generation, pinned until the migration
+        ends: the copy reads its documents from documents.sqlite at that generation throughout
+        bootstrap and gate, while the index's worker snapshots and collects. The pin is taken
+        before the model loads (`model` None: the one the manifest names)."""
+        pin, newest = store.pin_latest()
+        hold = StandingPin(pin)
+        self._holds.append(hold)
+        if model is None:
+            model = model_for_manifest(self.settings, newest)
+        index, manifest = store.load(model, self.settings, self.cache, fallback=True)
+        try:
+            hold.move_to(manifest.generation, store.pin)
+        except IndexNotFoundError:
+            raise MigrationError(
+                f"generation {manifest.generation} of {store.root} was collected right after it "
+                "loaded; publish the upgrade again"
+            ) from None
+        return index, manifest
 
     def _catch_up(self, worker: IndexWorker) -> None:
         """Step the shadow worker until its lag is below one batch (the gate needs no more:

@@ -9,6 +9,7 @@ free), gives a shadow index equal to "the live index at those offsets, in the ne
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -68,21 +69,28 @@ def bootstrap_shadow(
 ) -> dict[str, Any]:
     """Re-embed every live document of `live` into `shadow` (same versions, same metadata) and
     carry over the versions of deleted documents. Returns counts and rates for the report."""
+    # Streamed, BOOTSTRAP_BATCH_DOCS records at a time: the documents' texts are never all in
+    # RAM (GBs at 1M chunks). `live` is a private copy nobody writes to during the bootstrap,
+    # read at its pinned generation; the read lock is held per batch, not for the whole pass.
     with live.lock.reading():
-        records = list(live.documents)
+        total = len(live.documents)
         deleted = live.documents.deleted_versions
-    total = len(records)
+        records = iter(live.documents)
     stats: dict[str, Any] = {"documents": total, "chunks_embedded": 0, "chunks_cached": 0}
     started = time.monotonic()
     embed_seconds = 0.0
+    done = 0
     status.update("bootstrapping", progress={"documents_done": 0, "documents_total": total})
-    for offset in range(0, total, BOOTSTRAP_BATCH_DOCS):
+    while True:
         if stop.is_set():
             raise MigrationAborted("stopped while bootstrapping the shadow index")
-        batch = [
-            Document(r.doc_id, r.title, r.text, r.version, dict(r.metadata))
-            for r in records[offset : offset + BOOTSTRAP_BATCH_DOCS]
-        ]
+        with live.lock.reading():
+            batch = [
+                Document(r.doc_id, r.title, r.text, r.version, dict(r.metadata))
+                for r in itertools.islice(records, BOOTSTRAP_BATCH_DOCS)
+            ]
+        if not batch:
+            break
         applied = shadow.apply(batch)
         for doc_id, reason in applied.rejected:
             log.error("migration: the new model's index rejected %s: %s", doc_id, reason)
@@ -90,8 +98,8 @@ def bootstrap_shadow(
         stats["chunks_cached"] += applied.chunks_cached
         embed_seconds += applied.embed_seconds
         MIGRATION_CHUNKS.inc(applied.chunks_embedded)
-        done = min(total, offset + BOOTSTRAP_BATCH_DOCS)
-        MIGRATION_PROGRESS.set(done / total if total else 1.0)
+        done += len(batch)
+        MIGRATION_PROGRESS.set(min(1.0, done / total) if total else 1.0)
         elapsed = time.monotonic() - started
         chunks = stats["chunks_embedded"] + stats["chunks_cached"]
         status.update(
@@ -104,8 +112,9 @@ def bootstrap_shadow(
                 "chunks_per_s": round(chunks / elapsed, 2) if elapsed > 0 else None,
             },
         )
-    if deleted:
-        shadow.apply([Deletion(doc_id, version) for doc_id, version in deleted.items()])
+    deletions = [Deletion(doc_id, version) for doc_id, version in deleted.items()]
+    for offset in range(0, len(deletions), BOOTSTRAP_BATCH_DOCS * 8):
+        shadow.apply(deletions[offset : offset + BOOTSTRAP_BATCH_DOCS * 8])
     MIGRATION_PROGRESS.set(1.0)
     elapsed = time.monotonic() - started
     chunks = stats["chunks_embedded"] + stats["chunks_cached"]
@@ -117,7 +126,7 @@ def bootstrap_shadow(
     )
     log.info(
         "migration: re-embedded %d documents / %d chunks in %.1fs (%d from the cache)",
-        total,
+        done,
         chunks,
         elapsed,
         stats["chunks_cached"],
