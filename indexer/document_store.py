@@ -255,6 +255,12 @@ class DocumentStore:
         self.rows_read = 0  # rows fetched so far: lets tests prove refresh reads only changes
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        # The search path's own connection: a refresh's delta read, a full scan or a writer's
+        # commit holds `_lock` for as long as it runs (a bulk generation: hundreds of ms), and
+        # a query must not wait behind it. Rows visible at a generation never change (MVCC;
+        # GC respects pins), so which connection reads them makes no difference.
+        self._search_lock = threading.Lock()
+        self._search_conn: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"DocumentStore({self.path})"
@@ -317,6 +323,29 @@ class DocumentStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._search_lock:
+            if self._search_conn is not None:
+                self._search_conn.close()
+                self._search_conn = None
+
+    def _search_query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """`_query` on the search connection (see __init__)."""
+        with self._search_lock:
+            try:
+                conn = self._search_conn
+                if conn is None:
+                    with self._lock:
+                        self._connect()  # the file exists, is checked and (writer) has its schema
+                    try:
+                        conn = self._open("rw")
+                    except sqlite3.OperationalError:
+                        conn = self._open("ro")
+                    self._search_conn = conn
+                rows = conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self.corrupt(exc) from None
+        self.rows_read += len(rows)
+        return rows
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -370,7 +399,7 @@ class DocumentStore:
         wanted = list(dict.fromkeys(doc_ids))
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
-            rows = self._query(_hits_sql(len(part)), (*part, generation, generation))
+            rows = self._search_query(_hits_sql(len(part)), (*part, generation, generation))
             for row in rows:
                 found[row[0]] = _row_hit(row)
         return found

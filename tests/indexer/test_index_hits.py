@@ -8,6 +8,7 @@ hold them to the results of the straightforward versions they replaced.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -134,3 +135,26 @@ def test_hits_read_from_the_store_equal_the_hits_of_the_index_that_wrote_them(
     for mode in ("vector", "bm25", "hybrid"):
         found = [h.doc_id for h in reader.search("statin trials report 2", k=20, mode=mode)]
         assert "long2" not in found and found
+
+
+def test_a_query_does_not_wait_behind_a_long_store_read(
+    make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, tmp_path: Path
+) -> None:
+    """A refresh's delta read, a full scan or a commit holds the store's main connection for as
+    long as it runs; the hits of a query are read on a connection of their own."""
+    store = SnapshotStore(tmp_path / "idx")
+    store.write(make_index())
+    reader, _ = store.load(model, settings)
+    documents = reader.documents.store
+    assert documents is not None
+    query = "vitamin D and bone loss"
+    expected = [astuple(h) for h in reader.search(query, k=3)]
+    assert expected and expected[0][0] == "d1"
+    done: list[list[tuple[object, ...]]] = []
+    with documents._lock:  # what a long read on the main connection holds while it runs
+        searching = threading.Thread(
+            target=lambda: done.append([astuple(h) for h in reader.search(query, k=3)])
+        )
+        searching.start()
+        searching.join(60)
+        assert done == [expected], "the query waited for the main connection"
