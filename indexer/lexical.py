@@ -334,13 +334,15 @@ class LexicalIndex:
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         return self.search_terms(analyzer.analyze(query), k)
 
-    def _alive_in(self, seg: Segment, term: str, ids: np.ndarray) -> int:
+    def _alive_in(self, seg: Segment, term: str, ids: np.ndarray, none_dead: bool) -> int:
         """Alive postings of one run: O(run) once, then O(1) until the next remove."""
+        if none_dead:
+            return int(ids.shape[0])
         key = (seg.name, term)
         cached = self._df_cache.get(key)
         if cached is not None and cached[0] == self._removals:
             return cached[1]
-        count = int(np.count_nonzero(self._alive[ids]))
+        count = int(np.count_nonzero(self._alive[ids.astype(np.intp)]))  # intp: ~10x faster
         if len(self._df_cache) >= _DF_CACHE_ENTRIES:
             self._df_cache.clear()
         self._df_cache[key] = (self._removals, count)
@@ -353,6 +355,8 @@ class LexicalIndex:
         alive = self._alive
         n = float(self._live_count)
         avgdl = max(self._total_length / n, 1e-9)
+        # Every chunk held is alive (no remove since the last full merge): df = run lengths.
+        none_dead = sum(s.chunks for s in segments) + len(buffer) == self._live_count
         # Per term: (df, weight, runs per segment, buffer postings)
         found: list[tuple[int, str, int, list[tuple[Segment, int, bool]], tuple | None]] = []
         for term, count in Counter(query_terms).items():
@@ -363,7 +367,7 @@ class LexicalIndex:
                 if row is None:
                     continue
                 ids = seg.post_ids[int(seg.offsets[row]) : int(seg.offsets[row + 1])]
-                alive_here = self._alive_in(seg, term, ids)
+                alive_here = self._alive_in(seg, term, ids, none_dead)
                 if alive_here:
                     df += alive_here
                     runs.append((seg, row, alive_here == ids.shape[0]))

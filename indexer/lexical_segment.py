@@ -111,7 +111,7 @@ def sort_runs(
     n = int(post_ids.shape[0])
     if n < 2:
         return post_ids, post_tfs
-    descending = np.diff(np.asarray(post_ids, dtype=np.int64)) < 0
+    descending = post_ids[1:] < post_ids[:-1]  # no int64 copy of a 1M-chunk segment's ids
     boundaries = np.asarray(offsets[1:-1], dtype=np.int64) - 1
     descending[boundaries[(boundaries >= 0) & (boundaries < n - 1)]] = False
     if not descending.any():
