@@ -6,6 +6,8 @@ Index.apply with vectors pre-filled in the embedding cache (as test_vector_snaps
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import faiss
@@ -282,3 +284,23 @@ def test_switching_codec_reencodes_at_the_next_merge_or_retrain(
     store.write(switched, {})
     reader, _ = store.load(model, settings)
     assert _top(reader, queries) == _top(switched, queries)
+
+
+def test_full_vectors_files_are_garbage_collected_with_their_segments(
+    model: EmbeddingModel, settings: Settings, cache: EmbeddingCache, tmp_path: Path
+) -> None:
+    writer = Index.create(model, settings.with_overrides(vector_codec="pq"), cache)
+    store = SnapshotStore(tmp_path / "idx", keep=2)
+    _grow(writer, cache, 0, 300)
+    first = {s["vectors"] for s in store.write(writer, {}).segments}
+    _grow(writer, cache, 300, 1400)  # merges and a retrain replace the first segments
+    store.write(writer, {})
+    for path in store.segments_dir.iterdir():  # past GC's grace period for unreferenced files
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    last = store.write(writer, {})  # generation 1 falls out of the kept two
+    kept = {s["vectors"] for g in store.generations() for s in store.read_manifest(g).segments}
+    on_disk = {f"segments/{p.name}" for p in store.segments_dir.glob("*.vectors")}
+    assert first - kept and not (first - kept) & on_disk  # the replaced ones are gone
+    assert on_disk == kept and {s["vectors"] for s in last.segments} <= on_disk
+    sidecars = {p.name[: -len(".sha256")] for p in store.segments_dir.glob("*.vectors.sha256")}
+    assert sidecars == {p.name for p in store.segments_dir.glob("*.vectors")}  # removed together
