@@ -465,14 +465,23 @@ class VectorIndex:
         return len(self.live) + self._owned - len(self._tombstones)
 
     def vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Vectors of the live ids among `ids`: one owner gather and one read per sealed segment
+        for all of them (a hybrid query asks for the chunks of several documents at once; per
+        id, the numpy calls cost 14 us a chunk)."""
         found: dict[int, np.ndarray] = {}
+        sealed: list[int] = []
         for chunk_id in ids:
             if self.live.contains(chunk_id):
                 found[chunk_id] = self.live.vector(chunk_id)
             elif chunk_id not in self._tombstones:
-                slot = int(self._owners(np.array([chunk_id], dtype=np.int64))[0])
-                if slot >= 0:
-                    found[chunk_id] = self._slots[slot].vectors_of(np.array([chunk_id]))[0]
+                sealed.append(chunk_id)
+        if sealed:
+            wanted = np.asarray(sealed, dtype=np.int64)
+            slots = self._owners(wanted)
+            for slot in np.unique(slots[slots >= 0]).tolist():
+                mine = wanted[slots == slot]
+                vectors = self._slots[slot].vectors_of(mine)
+                found.update(zip(mine.tolist(), vectors, strict=True))
         return found
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
