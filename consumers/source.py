@@ -201,6 +201,7 @@ class KafkaSource:
         self._cluster_check_at = 0.0  # monotonic time of the next cluster-id lookup; 0 = now
         self._watermark_check_at = 0.0
         self._pending: list[Message] = []
+        self._closing = False
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -222,6 +223,10 @@ class KafkaSource:
 
     # -- group membership -------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            # A rebalance finishing inside close(): a metadata request from a closing handle
+            # can wait forever (seen as a hung close under load), and nothing will be consumed.
+            return
         # A (re)assignment often follows a broker restart: make sure the positions we are about
         # to seek to belong to this cluster's log (one metadata request per rebalance).
         self.check_cluster(CLUSTER_LOOKUP_TIMEOUT_S, seek=False)  # the offsets below suffice
@@ -469,5 +474,6 @@ class KafkaSource:
         return lags
 
     def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(RuntimeError):  # already closed
             self._consumer.close()
