@@ -50,6 +50,9 @@ SEED_CHUNKS = 4  # seed from at least this many times k chunks,
 SEED_POSTINGS = 4 * 1024
 # Candidates are looked up by binary search when this many times fewer than a run's postings.
 LOOKUP_RATIO = 16
+# Scored chunks are collected by one pass over the segment's id span when it is at most this
+# many times the entries scored (`_collect`).
+DENSE_COLLECT = 8
 _MARGIN = 1.0 + 1e-4  # bounds are inflated by this against float32 rounding
 
 
@@ -335,22 +338,13 @@ def evaluate_segment(
         if ids.shape[0]:
             scratch[ids] += contributions(ws, term.weight)
             parts.append(ids)
-        if parts and after > 0.0:
-            # Lower bound of the k-th best: entries hold a chunk once per term, so the
-            # (k * terms)-th largest entry is at most the k-th largest distinct chunk.
-            entries = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            theta = max(theta, _kth(scratch[entries], k * len(parts)) * shrink)
+        if ids.shape[0] and after > 0.0:
+            # Lower bound of the k-th best: this term's chunks are distinct, and their sums so
+            # far only grow (no concatenation of the earlier terms' entries per term).
+            theta = max(theta, _kth(scratch[ids], k) * shrink)
     if not parts:
         return
-    candidates = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    values = scratch[candidates]
-    if len(parts) > 1:
-        positions = np.arange(candidates.shape[0], dtype=np.int32)
-        marks = scratch.view(np.int32)
-        marks[candidates] = positions
-        first = marks[candidates] == positions
-        candidates, values = candidates[first], values[first]
-    scratch[candidates] = 0.0
+    candidates, values = _collect(parts, seg, scratch)
     rest = total
     for i in reversed(optional):  # highest bound first: prunes the most, soonest
         theta = max(theta, _kth(values, k) * shrink)
@@ -364,13 +358,43 @@ def evaluate_segment(
         if candidates.shape[0] * LOOKUP_RATIO < term.ids.shape[0]:
             _lookup(candidates, values, term)
         else:
-            ids = term.ids.astype(np.intp)
             scratch[candidates] = values
-            hit = scratch[ids] > 0.0  # only candidates (alive, scored) are non-zero
-            scratch[ids[hit]] += contributions(term.ws[hit], term.weight)
+            # np.take gathers with the run's int32 ids directly (no intp copy of the run).
+            hit = np.take(scratch, term.ids) > 0.0  # only candidates (alive, scored) are > 0
+            scratch[term.ids[hit].astype(np.intp)] += contributions(term.ws[hit], term.weight)
             values = scratch[candidates]
             scratch[candidates] = 0.0
     top.offer_approximate(candidates, values, bounds)
+
+
+def _collect(
+    parts: list[np.ndarray], seg: Segment, scratch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct chunks scored into `scratch` (sorted) and their sums; zeroes them there.
+
+    Contributions are positive, so the non-zero entries of the segment's id span are exactly
+    the chunks scored: one sequential comparison over the span is cheaper than deduplicating
+    the (terms x chunks) entries by random access, unless the span is much bigger than them.
+    """
+    entries = sum(int(p.shape[0]) for p in parts)
+    span = seg.max_id + 1 - seg.min_id
+    if len(parts) > 1 and span <= DENSE_COLLECT * entries:
+        window = scratch[seg.min_id : seg.max_id + 1]
+        candidates = np.flatnonzero(window != 0.0)
+        values = window[candidates]
+        window[candidates] = 0.0
+        candidates += seg.min_id
+        return candidates, values
+    candidates = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    values = scratch[candidates]
+    if len(parts) > 1:
+        positions = np.arange(candidates.shape[0], dtype=np.int32)
+        marks = scratch.view(np.int32)
+        marks[candidates] = positions
+        first = marks[candidates] == positions
+        candidates, values = candidates[first], values[first]
+    scratch[candidates] = 0.0
+    return candidates, values
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -158,9 +158,10 @@ def _assert_top_equal(
     assert all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got), query
 
 
+@pytest.mark.parametrize("dense_collect", [0, 10**9])  # dedupe by marks / by the id span
 @pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
 def test_pruned_top_k_equals_exhaustive_scoring(
-    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int
+    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int, dense_collect: int
 ) -> None:
     """Seeded MaxScore over several segments (ids added out of order, some removed) plus the
     buffer returns exactly the exhaustive top k, and really skips postings."""
@@ -169,6 +170,7 @@ def test_pruned_top_k_equals_exhaustive_scoring(
     monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
     monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
     monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
+    monkeypatch.setattr(indexer.lexical_query, "DENSE_COLLECT", dense_collect)
     texts = _corpus(2000, seed=23)
     order = list(range(2000))
     random.Random(5).shuffle(order[:1200])  # unsorted adds: segments sort their runs
