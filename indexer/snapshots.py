@@ -616,9 +616,10 @@ class SnapshotStore:
         if not errors:
             raise self._no_snapshot()
         hint = ""
-        if any("segments/seg-" in e and "checksum" in e for e in errors) and not repair:
+        corrupt_shared = ("segments/seg-", f"{live_store.DIRECTORY}/live-")
+        if any(any(c in e for c in corrupt_shared) and "checksum" in e for e in errors) and not repair:
             hint = (
-                " - a sealed segment is corrupt; start the indexer of this index (`semsearch "
+                " - a sealed segment or live-segment file is corrupt; start the indexer of this index (`semsearch "
                 "index`), which rebuilds it from the document table and the embedding cache"
             )
         raise SnapshotError(f"no loadable generation in {self.root}{hint}: " + "; ".join(errors))
@@ -638,6 +639,8 @@ class SnapshotStore:
             bad = self._corrupt_files(manifest)
             sealed_files = set(_segment_files(manifest.segments))
             lexical_files = set(LexicalStore.files(manifest.lexical))
+            # Shared by the generations of one chain, so rebuilt like a sealed segment.
+            sealed_files |= set(live_store.files(manifest.live))
             corrupt = {rel for rel, _ in bad}
             # The writer rebuilds shared files: vectors from the cache, BM25 from the documents.
             if bad and not (repair and corrupt <= sealed_files | lexical_files):
@@ -758,20 +761,24 @@ class SnapshotStore:
                 if index.cache is not None:
                     index.cache.put_many(fingerprint, fresh.items())
                 found.update(fresh)
-            if vectors.quantizer is None:
-                raise SnapshotError(
-                    f"{self.root} has sealed segments but no quantizer; rebuild the index"
-                )
             ids = np.fromiter((c.chunk_id for _, c in lost), dtype=np.int64, count=len(lost))
-            segment = vectors.codec.build(
-                f"seg-{uuid.uuid4().hex[:12]}",
-                vectors.quantizer,
-                vectors.nlist,
-                ids,
-                np.vstack([found[c.content_hash] for _, c in lost]),
-            )
-            with index.lock.writing():
-                vectors.attach(segment)
+            rows = np.vstack([found[c.content_hash] for _, c in lost])
+            if any(rel.startswith(f"{live_store.DIRECTORY}/") for rel in corrupt):
+                # The live rows are among the lost: they go back where they were (sealed in
+                # turn if that fills it); the next generation writes the live segment as a base.
+                with index.lock.writing():
+                    vectors.add(ids, rows)
+                vectors.maintain(index.lock.writing)
+            else:
+                if vectors.quantizer is None:
+                    raise SnapshotError(
+                        f"{self.root} has sealed segments but no quantizer; rebuild the index"
+                    )
+                segment = vectors.codec.build(
+                    f"seg-{uuid.uuid4().hex[:12]}", vectors.quantizer, vectors.nlist, ids, rows
+                )
+                with index.lock.writing():
+                    vectors.attach(segment)
         with index.lock.writing():
             sealed_ids: set[int] = set()
             for segment in vectors.sealed:
@@ -842,7 +849,10 @@ class SnapshotStore:
             update = live_store.prepare_update(self.root, index.vectors.live, manifest.live)
         live: LiveSegment | None = None
         if update is None:
-            live = self._load_live(manifest, index.model.dimension)
+            if skip and skip & set(live_store.files(manifest.live)):
+                live = LiveSegment(index.model.dimension)  # the writer's repair re-adds its rows
+            else:
+                live = self._load_live(manifest, index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
             sealed.get(s["name"]) or load_segment(s, self.root)

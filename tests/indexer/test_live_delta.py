@@ -14,6 +14,7 @@ import pytest
 
 from indexer import live_store
 from indexer.documents import Deletion, Document
+from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
@@ -262,3 +263,38 @@ def test_a_failed_generation_keeps_its_rows_for_the_next_delta(
     assert (_chain(second)[1]["added"], _chain(second)[1]["removed"]) == (2, 1)
     loaded, _ = store.load(model, settings)
     assert _rows(loaded) == _rows(writer) and loaded.get("n9").version == 2  # type: ignore[union-attr]
+
+
+def test_a_corrupt_base_is_rebuilt_by_the_writer_from_the_cache(
+    make_index: Callable[..., Index],
+    model: EmbeddingModel,
+    settings: Settings,
+    cache: EmbeddingCache,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A base is shared by every generation of its chain (like a sealed segment): readers refuse
+    them all, naming the fix; the writer re-adds the live rows from the embedding cache."""
+    writer = make_index(DOCS, seal_chunks=10_000)
+    store = SnapshotStore(tmp_path / "idx")
+    store.write(writer, {"docs": {0: 40}})
+    writer.apply([Document("n4", "Note 4", "gastric ulcers", 2)])
+    second = store.write(writer, {"docs": {0: 41}})
+    expected = _top(writer)
+    _flip_a_byte(store.root / _chain(second)[0]["file"])
+    with pytest.raises(SnapshotError, match="no loadable generation") as err:
+        store.load(model, settings, fallback=True)
+    assert "semsearch index" in str(err.value)
+
+    def no_embedding(texts: Any) -> Any:
+        raise AssertionError(f"repair embedded {len(texts)} chunks; the cache holds them all")
+
+    monkeypatch.setattr(model, "encode_documents", no_embedding)
+    repaired, manifest = store.load(model, settings, cache, fallback=True, repair=True)
+    report = store.last_repair
+    assert report is not None and report.chunks == 40 and report.chunks_embedded == 0
+    assert manifest.generation == 3 and manifest.offsets == {"docs": {0: 41}}
+    assert [e["kind"] for e in _chain(manifest)] == ["base"]
+    assert _top(repaired) == expected and repaired.count() == writer.count()
+    reader, again = store.load(model, settings)
+    assert again.generation == 3 and _rows(reader) == _rows(repaired)
