@@ -6,8 +6,8 @@ millisecond queries at 1M chunks, and a restart that does not re-analyze every c
 
 Layout (log-structured, like Lucene's segments, but keyed by our chunk ids):
 - immutable segments (indexer/lexical_segment.py: CSR postings sorted by chunk id within each
-  term, with per-block score bounds; built by freezing the buffer and by merges), persisted by
-  indexer/lexical_store.py, each written once;
+  term, with per-block score bounds and per-posting weights; built by freezing the buffer and
+  by merges), persisted by indexer/lexical_store.py, each written once;
 - a small mutable buffer of the chunks added since the last freeze (frozen every
   BUFFER_CHUNKS chunks and at every `checkpoint`);
 - per chunk id: alive, ever-used and length (dense arrays, 6 bytes per id).
