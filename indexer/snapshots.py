@@ -373,10 +373,11 @@ class SnapshotStore:
                 if isinstance(segment, PQSegment):
                     record["vectors"] = self._write_full_vectors(segment, full_vectors_file(rel))
                 segments.append(record)
-            live, self._live_plan = live_store.persist(self.root, vectors.live)
-            files.update(live_store.checksums(live))
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
             documents = self._write_documents(index, generation)
+            # The rows changed since the previous generation (or a fresh base when due).
+            live, self._live_plan = live_store.persist(self.root, vectors.live)
+            files.update(live_store.checksums(live))
             lexical_checkpoint = index.lexical.checkpoint()
             counts = index.count().__dict__
             next_chunk_id = index.next_chunk_id
