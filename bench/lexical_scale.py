@@ -19,6 +19,8 @@ same load. k defaults to 100: Index.search asks the lexical leg for CANDIDATE_DE
     # also time an earlier evaluation (a copy of an older indexer/lexical.py) on the same segments:
     git show 0a3fe45^:indexer/lexical.py > /tmp/lexical_before.py
     python -m bench.lexical_scale --old /tmp/lexical_before.py
+    # or a directory with copies of lexical.py, lexical_query.py and lexical_segment.py:
+    python -m bench.lexical_scale --old /tmp/lexical_old
 """
 
 from __future__ import annotations
@@ -162,14 +164,35 @@ def same_top(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> boo
     return all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got)
 
 
-def load_old(path: Path, index: LexicalIndex) -> Any:
-    """The LexicalIndex class of an older lexical.py, over the same segments (postings_of API)."""
-    spec = importlib.util.spec_from_file_location("lexical_before", path)
-    if spec is None or spec.loader is None:
+def _import_as(name: str, path: Path, source: str) -> Any:
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path))
+    if spec is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["lexical_before"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return module
+
+
+def load_old(path: Path, index: LexicalIndex) -> Any:
+    """The LexicalIndex class of an older lexical.py, over the same segments (postings_of API).
+
+    `path` is a lexical.py, or a directory holding copies of lexical.py, lexical_query.py and
+    lexical_segment.py (their `indexer.lexical_*` imports are redirected to the copies).
+    """
+    if not path.is_dir():
+        return _import_as("lexical_before", path, path.read_text()).LexicalIndex.from_segments(
+            index.segments
+        )
+    renames = {f"indexer.{m}": f"before_{m}" for m in ("lexical_segment", "lexical_query")}
+    module = None
+    for name in ("lexical_segment", "lexical_query", "lexical"):
+        file = path / f"{name}.py"
+        source = file.read_text()
+        for before, after in renames.items():
+            source = source.replace(before, after)
+        module = _import_as(f"before_{name}", file, source)
+    assert module is not None
     return module.LexicalIndex.from_segments(index.segments)
 
 
@@ -213,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--old", type=Path, help="an older indexer/lexical.py to time as well")
+    parser.add_argument(
+        "--old",
+        type=Path,
+        help="an older indexer/lexical.py (or a directory of lexical*.py copies) to time as well",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.chunks.split(",") if s]
     if not (args.data / "corpus.jsonl").is_file():

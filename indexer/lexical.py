@@ -6,8 +6,8 @@ millisecond queries at 1M chunks, and a restart that does not re-analyze every c
 
 Layout (log-structured, like Lucene's segments, but keyed by our chunk ids):
 - immutable segments (indexer/lexical_segment.py: CSR postings sorted by chunk id within each
-  term, with per-block score bounds; built by freezing the buffer and by merges), persisted by
-  indexer/lexical_store.py, each written once;
+  term, with per-block score bounds and per-posting weights; built by freezing the buffer and
+  by merges), persisted by indexer/lexical_store.py, each written once;
 - a small mutable buffer of the chunks added since the last freeze (frozen every
   BUFFER_CHUNKS chunks and at every `checkpoint`);
 - per chunk id: alive, ever-used and length (dense arrays, 6 bytes per id).
@@ -39,7 +39,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer import analyzer
-from indexer.lexical_query import Scorer, Term, TopK, evaluate_segment, score_chunks
+from indexer.lexical_query import (
+    EXACT,
+    Bounds,
+    Scorer,
+    Term,
+    TopK,
+    evaluate_segment,
+    rescore,
+    score_chunks,
+)
 from indexer.lexical_segment import K1, MAX_TF, TF, B, Segment, freeze, merge_segments
 
 __all__ = [
@@ -390,25 +399,40 @@ class LexicalIndex:
             for seg, row, all_alive in runs:
                 ids, tfs, block_max = seg.run(row)
                 per_segment.setdefault(seg.name, []).append(
-                    Term(weights[term], ids, tfs, block_max, all_alive)
+                    Term(weights[term], ids, tfs, block_max, all_alive, seg.run_weights(row))
                 )
         top = TopK(k)
         scratch = self._take_scratch()
         try:
-            buffered_terms = [(weights[t], b[0], b[1]) for _, t, _, _, b in found if b is not None]
+            buffered_terms = [
+                (b[0], scorer.score(b[0], b[1], weights[t]))
+                for _, t, _, _, b in found
+                if b is not None
+            ]
             if buffered_terms:
-                score_chunks(buffered_terms, scorer, alive, scratch, top, filter_dead=False)
+                score_chunks(buffered_terms, scratch, top, EXACT)
             # Biggest segments first: they set theta that prunes the others.
             for seg in sorted(segments, key=lambda s: -s.chunks):
                 terms = per_segment.get(seg.name)
                 if terms:
-                    evaluate_segment(terms, seg, scorer, alive, scratch, top)
+                    bounds = Bounds.of(seg.avgdl_ref, avgdl)
+                    evaluate_segment(terms, seg, bounds, alive, scratch, top)
         except BaseException:
             scratch.fill(0.0)
             raise
         finally:
             self._scratch.append(scratch)
-        return top.result()
+        # The survivors (k plus those within the approximation band) scored exactly with
+        # today's avgdl, rarest term first: the same float32 sum whatever the segmentation.
+        term_runs = []
+        for _, _, _, runs, buffered in found:
+            pairs = [seg.run(row)[:2] for seg, row, _ in runs]
+            if buffered is not None and buffered[0].shape[0]:
+                order = np.argsort(buffered[0], kind="stable")
+                pairs.append((buffered[0][order], buffered[1][order]))
+            term_runs.append(pairs)
+        exact = rescore(top.ids, term_runs, [weights[f[1]] for f in found], scorer)
+        return top.result(exact)
 
     def _take_scratch(self) -> np.ndarray:
         """A float32 array by chunk id, all zeros (one per concurrent search, pooled)."""

@@ -1,26 +1,37 @@
-"""Exact top-k BM25 evaluation over segments: seeded MaxScore with block-bounded terms.
+"""Exact top-k BM25 evaluation over segments: seeded MaxScore over precomputed posting weights.
 
 Why not the previous evaluation (term-at-a-time MaxScore from an empty top k): queries made only
 of common terms ("patients cells increased") gave it no threshold until most postings were
 scored; it counted every term's df over all its postings per query; and numpy indexing with the
 int32 chunk ids of the segment files is ~10x slower than with intp. Per-posting
-document-at-a-time WAND is a Python loop per posting here, so evaluation stays whole-array:
+document-at-a-time WAND is a Python loop per posting here, so evaluation stays whole-array.
+
+Why weights: scoring a posting with the formula gathers its chunk's length from a corpus-sized
+array (a cache miss per posting at 1M chunks). Segments store each posting's length-normalised
+weight at the avgdl they were built with (indexer/lexical_segment.py); a posting then costs a
+contiguous read times the term's idf. At today's avgdl the exact score of a chunk of a segment
+is its weights' score times a factor in [lo, hi] (`Bounds`, 1 when the avgdl has not moved), so
+the search keeps an interval per candidate and rescores the survivors exactly at the end.
 
 A chunk's postings all live in one segment (or the buffer), so each segment is evaluated on its
-own, biggest first, against a top k shared by all (`TopK`; its k-th score, theta, is a lower
-bound of the final k-th best and only grows):
-1. seed theta (`_seed`): exact scores of the chunks holding the query's rarest terms (and, for
+own, biggest first, against candidates shared by all (`TopK`; theta, the k-th best lower end of
+their intervals, is a lower bound of the final k-th best exact score and only grows); within a
+segment thresholds are on the weights' scale (theta / hi; a k-th best t proves t * lo):
+1. seed theta (`_seed`): scores of the chunks holding the query's rarest terms (and, for
    a common term, only its postings in the blocks with the highest bounds) by binary search in
    every term's run - a few hundred chunks, the likeliest results;
-2. MaxScore partition: each term's upper bound is weight (k1 + 1) times its best block bound
-   (indexer/lexical_segment.py), scaled to the current avgdl; the lowest-bound terms whose
-   bounds sum below theta are *optional*: a chunk holding only those cannot reach the top k;
+2. MaxScore partition: each term's upper bound is idf (k1 + 1) times its best block bound
+   (indexer/lexical_segment.py); the lowest-bound terms whose bounds sum below theta are
+   *optional*: a chunk holding only those cannot reach the top k;
 3. the essential terms' postings are scored into a pooled scratch array (one pass each);
 4. candidates whose score plus the remaining optional bounds is below theta are dropped, and
    each optional term (highest bound first) only adds to the survivors: by binary search when
-   they are few, else by one gather over its run - its postings are never scored otherwise.
-Exact: only chunks that provably cannot reach theta are skipped; ties are broken by chunk id
-(`top_k`); the tests check against exhaustive rank-bm25 scoring.
+   they are few, else by one gather over its run - its postings are never scored otherwise;
+5. `rescore`: the candidates whose upper end reaches theta (k plus the few inside the band)
+   get their exact scores at today's avgdl, summed rarest term first, so scores do not depend
+   on how the corpus is split into segments; ties are broken by chunk id (`top_k`).
+Exact: only chunks that provably cannot reach theta are skipped; the tests check against
+exhaustive rank-bm25 scoring, also with segments built at a very different avgdl.
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ SEED_CHUNKS = 4  # seed from at least this many times k chunks,
 SEED_POSTINGS = 4 * 1024
 # Candidates are looked up by binary search when this many times fewer than a run's postings.
 LOOKUP_RATIO = 16
+# Scored chunks are collected by one pass over the segment's id span when it is at most this
+# many times the entries scored (`_collect`).
+DENSE_COLLECT = 8
 _MARGIN = 1.0 + 1e-4  # bounds are inflated by this against float32 rounding
 
 
@@ -70,60 +84,94 @@ class Term:
     tfs: np.ndarray
     block_max: np.ndarray  # per BLOCK postings (indexer/lexical_segment.py)
     all_alive: bool
+    ws: np.ndarray  # per posting weights at the segment's avgdl_ref (lexical_segment.py)
+
+
+def contributions(ws: np.ndarray, weight: float) -> np.ndarray:
+    """Approximate BM25 contributions: precomputed weights times the term's idf (float32)."""
+    return ws * np.float32(weight)
 
 
 class TopK:
-    """The best k (id, score) found so far, over disjoint sets of fully scored chunks."""
+    """Candidates for the top k, each with an interval [lo, hi] holding its exact score.
+
+    Segments score with weights precomputed at their own avgdl (lexical_segment.py); at the
+    current avgdl a chunk's exact score lies within known factors of that (`Bounds`). theta,
+    the k-th largest lo, is a lower bound of the final k-th best exact score and only grows;
+    a chunk whose hi is below it cannot be in the top k (nor tie with it). `result` rescores
+    the survivors exactly (few: k plus those within the band) and breaks ties by chunk id.
+    """
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.ids = np.zeros(0, np.int64)
-        self.scores = np.zeros(0, np.float32)
+        self.lo = np.zeros(0, np.float64)
+        self.hi = np.zeros(0, np.float64)
         self.theta = 0.0  # lower bound of the final k-th best score (0 until k are known)
 
-    def offer(self, ids: np.ndarray, scores: np.ndarray) -> None:
+    def offer(self, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         if self.theta > 0.0:
-            keep = scores >= self.theta
-            ids, scores = ids[keep], scores[keep]
+            keep = hi >= self.theta
+            ids, lo, hi = ids[keep], lo[keep], hi[keep]
         if not ids.shape[0]:
             return
         ids = np.concatenate([self.ids, ids.astype(np.int64)])
-        scores = np.concatenate([self.scores, scores])
-        if scores.shape[0] > self.k:
-            kth = np.partition(scores, scores.shape[0] - self.k)[scores.shape[0] - self.k]
-            keep = scores >= kth  # ties at the k-th are kept: `top_k` breaks them by id
-            ids, scores = ids[keep], scores[keep]
-            self.theta = float(kth)
-        elif scores.shape[0] == self.k:
-            self.theta = float(scores.min())
-        self.ids, self.scores = ids, scores
+        lo = np.concatenate([self.lo, lo])
+        hi = np.concatenate([self.hi, hi])
+        if lo.shape[0] >= self.k:
+            kth = float(np.partition(lo, lo.shape[0] - self.k)[lo.shape[0] - self.k])
+            if kth > self.theta:
+                self.theta = kth
+                keep = hi >= kth
+                ids, lo, hi = ids[keep], lo[keep], hi[keep]
+        self.ids, self.lo, self.hi = ids, lo, hi
 
-    def result(self) -> list[tuple[int, float]]:
-        return top_k(self.ids, self.scores, self.k)
+    def offer_approximate(self, ids: np.ndarray, values: np.ndarray, bounds: Bounds) -> None:
+        approx = values.astype(np.float64)
+        self.offer(ids, approx * bounds.lo, approx * bounds.hi)
+
+    def result(self, exact: np.ndarray) -> list[tuple[int, float]]:
+        """The top k given the exact scores (float32) of `self.ids`, ties broken by chunk id."""
+        return top_k(self.ids, exact, self.k)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Factors bracketing a segment's exact scores by its approximate (weights') scores.
+
+    r = avgdl_ref / avgdl: each term's denominator at the current avgdl is the stored one times
+    a factor in [min(1, r), max(1, r)], so exact / approximate lies in
+    [1 / max(1, r), 1 / min(1, r)]; widened by _MARGIN against float32 rounding.
+    """
+
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, avgdl_ref: float, avgdl: float) -> Bounds:
+        r = avgdl_ref / avgdl
+        return cls(1.0 / (max(1.0, r) * _MARGIN), _MARGIN / min(1.0, r))
+
+
+EXACT = Bounds(1.0, 1.0)
 
 
 def score_chunks(
-    terms: Sequence[tuple[float, np.ndarray, np.ndarray]],
-    scorer: Scorer,
-    alive: np.ndarray,
+    terms: Sequence[tuple[np.ndarray, np.ndarray]],
     scratch: np.ndarray,
     top: TopK,
-    filter_dead: bool,
+    bounds: Bounds,
 ) -> None:
-    """Sum every term's postings given (all of each chunk's postings) into `top`.
+    """Sum every term's (chunk ids, contributions) into `top` (all of each chunk's postings).
 
     `scratch` (float32 by chunk id, all zeros) accumulates and is zeroed again where written.
     Duplicates (a chunk once per term) are removed through the same array viewed as int32:
     each entry writes its position, the entry whose position survived is the chunk's one.
     """
     parts = []
-    for weight, run_ids, tfs in terms:
-        ids = run_ids.astype(np.intp)  # numpy indexes with intp ~10x faster than with int32
-        if filter_dead and ids.shape[0]:
-            keep = alive[ids]
-            ids, tfs = ids[keep], tfs[keep]
+    for ids, values in terms:
         if ids.shape[0]:
-            scratch[ids] += scorer.score(ids, tfs, weight)
+            scratch[ids] += values
             parts.append(ids)
     if not parts:
         return
@@ -136,7 +184,31 @@ def score_chunks(
         first = marks[all_ids] == positions
         all_ids, values = all_ids[first], values[first]
     scratch[all_ids] = 0.0
-    top.offer(all_ids, values)
+    top.offer_approximate(all_ids, values, bounds)
+
+
+def rescore(
+    candidates: np.ndarray,
+    runs: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
+    weights: Sequence[float],
+    scorer: Scorer,
+) -> np.ndarray:
+    """Exact float32 scores of `candidates`: per term (in the given order), every run's
+    (sorted chunk ids, tfs) searched for them (a chunk's postings are all in one run)."""
+    values = np.zeros(candidates.shape[0], np.float32)
+    if not candidates.shape[0]:
+        return values
+    for term_runs, weight in zip(runs, weights, strict=True):
+        for ids, tfs in term_runs:
+            if not ids.shape[0]:
+                continue
+            where = np.searchsorted(ids, candidates.astype(ids.dtype))
+            np.minimum(where, ids.shape[0] - 1, out=where)
+            hit = ids[where] == candidates
+            found = candidates[hit]
+            if found.shape[0]:
+                values[hit] += scorer.score(found, tfs[where[hit]], weight)
+    return values
 
 
 def _kth(values: np.ndarray, k: int) -> float:
@@ -146,18 +218,18 @@ def _kth(values: np.ndarray, k: int) -> float:
     return float(np.partition(values, values.shape[0] - k)[values.shape[0] - k])
 
 
-def _lookup(candidates: np.ndarray, values: np.ndarray, term: Term, scorer: Scorer) -> None:
-    """Add `term`'s contributions to `values` of sorted-or-not `candidates` (binary search)."""
+def _lookup(candidates: np.ndarray, values: np.ndarray, term: Term) -> None:
+    """Add `term`'s approximate contributions to `values` of `candidates` (binary search)."""
     ids = term.ids
     # Probes of the run's own dtype: a mixed-dtype searchsorted would convert the whole run.
     where = np.searchsorted(ids, candidates.astype(ids.dtype))
     np.minimum(where, ids.shape[0] - 1, out=where)
     hit = ids[where] == candidates
-    values[hit] += scorer.score(candidates[hit], term.tfs[where[hit]], term.weight)
+    values[hit] += contributions(term.ws[where[hit]], term.weight)
 
 
-def _seed(terms: Sequence[Term], scorer: Scorer, alive: np.ndarray, k: int) -> float:
-    """theta from the exact scores of the chunks holding the query's rarest terms.
+def _seed(terms: Sequence[Term], alive: np.ndarray, k: int) -> float:
+    """theta (approximate) from the scores of the chunks holding the query's rarest terms.
 
     Those chunks are the likeliest results, and few: each is looked up in every term's run by
     binary search. They are not offered (the main pass scores them again, in its own order):
@@ -191,79 +263,128 @@ def _seed(terms: Sequence[Term], scorer: Scorer, alive: np.ndarray, k: int) -> f
         return 0.0
     values = np.zeros(candidates.shape[0], np.float32)
     for term in terms:
-        _lookup(candidates, values, term, scorer)
+        _lookup(candidates, values, term)
     return _kth(values, k)
 
 
 def evaluate_segment(
     terms: Sequence[Term],
     seg: Segment,
-    scorer: Scorer,
+    bounds: Bounds,
     alive: np.ndarray,
     scratch: np.ndarray,
     top: TopK,
 ) -> None:
-    """Offer every chunk of `seg` that can be in the top k, fully scored (module docstring)."""
+    """Offer every chunk of `seg` that can be in the top k, with approximate scores bracketed by
+    `bounds` (module docstring). Thresholds are approximate (the weights' scale): a chunk whose
+    approximate upper bound is below top.theta / bounds.hi cannot reach the exact top k, and k
+    approximate scores of at least t prove an exact k-th best of at least t * bounds.lo."""
     filter_dead = not all(t.all_alive for t in terms)
     postings = sum(int(t.ids.shape[0]) for t in terms)
     if postings <= EXHAUSTIVE_POSTINGS or len(terms) == 1:
-        score_chunks(
-            [(t.weight, t.ids, t.tfs) for t in terms], scorer, alive, scratch, top, filter_dead
-        )
+        scored = []
+        for t in terms:
+            ids, ws = t.ids.astype(np.intp), t.ws  # numpy indexes with intp ~10x faster
+            if filter_dead:
+                keep = alive[ids]
+                ids, ws = ids[keep], ws[keep]
+            scored.append((ids, contributions(ws, t.weight)))
+        score_chunks(scored, scratch, top, bounds)
         return
     k = top.k
-    theta = top.theta
-    if postings >= SEED_POSTINGS and theta == 0.0:  # later segments share the first's theta
+    shrink = bounds.lo / bounds.hi  # an approximate k-th best t proves t * shrink here
+    theta = top.theta / bounds.hi
+    if postings >= SEED_POSTINGS and top.theta == 0.0:  # later segments share the first's theta
         # Slack: the seed sums in another order than the main pass (float32 rounding).
-        theta = max(theta, _seed(terms, scorer, alive, k) * (1.0 - 1e-5))
-    scale = max(1.0, scorer.avgdl / seg.avgdl_ref) * _MARGIN
-    bounds = [t.weight * (K1 + 1.0) * float(t.block_max.max()) * scale for t in terms]
-    by_bound = sorted(range(len(terms)), key=lambda i: (bounds[i], i))
+        theta = max(theta, _seed(terms, alive, k) * shrink * (1.0 - 1e-5))
+    term_bounds = [t.weight * (K1 + 1.0) * float(t.block_max.max()) * _MARGIN for t in terms]
+    by_bound = sorted(range(len(terms)), key=lambda i: (term_bounds[i], i))
     # MaxScore partition: a chunk matching only the lowest-bound terms, whose bounds sum below
     # theta, cannot reach the top k, so only the other (essential) terms' postings are read.
     optional: list[int] = []
     total = 0.0
     for i in by_bound[:-1]:
-        if total + bounds[i] >= theta:
+        if total + term_bounds[i] >= theta:
             break
-        total += bounds[i]
+        total += term_bounds[i]
         optional.append(i)
     skip = set(optional)
     # Highest bound first: the later terms' bounds (`after`) shrink, so more of their blocks close.
-    essential = sorted((i for i in range(len(terms)) if i not in skip), key=lambda i: -bounds[i])
-    after = sum(bounds[i] for i in essential) + total
+    essential = sorted(
+        (i for i in range(len(terms)) if i not in skip), key=lambda i: -term_bounds[i]
+    )
+    after = sum(term_bounds[i] for i in essential) + total
     parts: list[np.ndarray] = []
     for i in essential:
         term = terms[i]
-        after -= bounds[i]
-        ids, tfs = term.ids.astype(np.intp), term.tfs
+        after -= term_bounds[i]
+        ids, ws = term.ids.astype(np.intp), term.ws
         if theta > 0.0:
             # A block whose bound plus every later term's cannot reach theta starts no
             # candidate: a chunk first met there cannot reach the top k. Its postings only add
             # to the chunks already scored (non-zero in scratch).
-            block_bounds = term.block_max * np.float32(term.weight * (K1 + 1.0) * scale)
+            block_bounds = term.block_max * np.float32(term.weight * (K1 + 1.0) * _MARGIN)
             open_blocks = block_bounds + np.float32(after) >= np.float32(theta)
             if not open_blocks.all():
                 is_open = np.repeat(open_blocks, BLOCK)[: ids.shape[0]]
-                closed, closed_tfs = ids[~is_open], tfs[~is_open]
-                ids, tfs = ids[is_open], tfs[is_open]
+                closed, closed_ws = ids[~is_open], ws[~is_open]
+                ids, ws = ids[is_open], ws[is_open]
                 if parts:
                     hit = scratch[closed] > 0.0
-                    found = closed[hit]
-                    scratch[found] += scorer.score(found, closed_tfs[hit], term.weight)
+                    scratch[closed[hit]] += contributions(closed_ws[hit], term.weight)
         if filter_dead:
             keep = alive[ids]
-            ids, tfs = ids[keep], tfs[keep]
+            ids, ws = ids[keep], ws[keep]
         if ids.shape[0]:
-            scratch[ids] += scorer.score(ids, tfs, term.weight)
+            scratch[ids] += contributions(ws, term.weight)
             parts.append(ids)
-        if parts and after > 0.0:
-            # Lower bound of the k-th best: entries hold a chunk once per term, so the
-            # (k * terms)-th largest entry is at most the k-th largest distinct chunk.
-            entries = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            theta = max(theta, _kth(scratch[entries], k * len(parts)))
+        if ids.shape[0] and after > 0.0:
+            # Lower bound of the k-th best: this term's chunks are distinct, and their sums so
+            # far only grow (no concatenation of the earlier terms' entries per term).
+            theta = max(theta, _kth(scratch[ids], k) * shrink)
     if not parts:
         return
+    candidates, values = _collect(parts, seg, scratch)
+    rest = total
+    for i in reversed(optional):  # highest bound first: prunes the most, soonest
+        theta = max(theta, _kth(values, k) * shrink)
+        keep = values + np.float32(rest) >= np.float32(theta)
+        if not keep.all():
+            candidates, values = candidates[keep], values[keep]
+        if not candidates.shape[0]:
+            return
+        term = terms[i]
+        rest -= term_bounds[i]
+        if candidates.shape[0] * LOOKUP_RATIO < term.ids.shape[0]:
+            _lookup(candidates, values, term)
+        else:
+            scratch[candidates] = values
+            # np.take gathers with the run's int32 ids directly (no intp copy of the run).
+            hit = np.take(scratch, term.ids) > 0.0  # only candidates (alive, scored) are > 0
+            scratch[term.ids[hit].astype(np.intp)] += contributions(term.ws[hit], term.weight)
+            values = scratch[candidates]
+            scratch[candidates] = 0.0
+    top.offer_approximate(candidates, values, bounds)
+
+
+def _collect(
+    parts: list[np.ndarray], seg: Segment, scratch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct chunks scored into `scratch` (sorted) and their sums; zeroes them there.
+
+    Contributions are positive, so the non-zero entries of the segment's id span are exactly
+    the chunks scored: one sequential comparison over the span is cheaper than deduplicating
+    the (terms x chunks) entries by random access, unless the span is much bigger than them.
+    """
+    entries = sum(int(p.shape[0]) for p in parts)
+    span = seg.max_id + 1 - seg.min_id
+    if len(parts) > 1 and span <= DENSE_COLLECT * entries:
+        window = scratch[seg.min_id : seg.max_id + 1]
+        candidates = np.flatnonzero(window != 0.0)
+        values = window[candidates]
+        window[candidates] = 0.0
+        candidates += seg.min_id
+        return candidates, values
     candidates = np.concatenate(parts) if len(parts) > 1 else parts[0]
     values = scratch[candidates]
     if len(parts) > 1:
@@ -273,27 +394,7 @@ def evaluate_segment(
         first = marks[candidates] == positions
         candidates, values = candidates[first], values[first]
     scratch[candidates] = 0.0
-    rest = total
-    for i in reversed(optional):  # highest bound first: prunes the most, soonest
-        theta = max(theta, _kth(values, k))
-        keep = values + np.float32(rest) >= np.float32(theta)
-        if not keep.all():
-            candidates, values = candidates[keep], values[keep]
-        if not candidates.shape[0]:
-            return
-        term = terms[i]
-        rest -= bounds[i]
-        if candidates.shape[0] * LOOKUP_RATIO < term.ids.shape[0]:
-            _lookup(candidates, values, term, scorer)
-        else:
-            ids = term.ids.astype(np.intp)
-            scratch[candidates] = values
-            hit = scratch[ids] > 0.0  # only candidates (alive, scored) are non-zero
-            found = ids[hit]
-            scratch[found] += scorer.score(found, term.tfs[hit], term.weight)
-            values = scratch[candidates]
-            scratch[candidates] = 0.0
-    top.offer(candidates, values)
+    return candidates, values
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

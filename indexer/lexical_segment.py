@@ -14,7 +14,14 @@ at freeze/merge time, so that no query pays for them:
   when it was built. A posting's BM25 score is weight (k1 + 1) times that quantity at the
   current avgdl, which is at most the block bound times max(1, avgdl / avgdl_ref) (the
   denominator shrinks by at most avgdl_ref / avgdl): a valid upper bound whatever the corpus
-  has become since, so bounds never need recomputing. They cost 4 bytes per BLOCK postings.
+  has become since, so bounds never need recomputing. They cost 4 bytes per BLOCK postings;
+- every posting has its *weight*, tf (k1 + 1) / (tf + k1 (1 - b) + k1 b len / avgdl_ref)
+  (float32, 4 bytes per posting): a query's cost per posting is a contiguous read times the
+  term's idf, no length gather. At the current avgdl a chunk's exact score is within a factor
+  [min(1, 1/r), max(1, 1/r)] of the weights' sum, r = avgdl_ref / avgdl (each denominator
+  changes by at most that factor), which the query uses to decide what it must rescore.
+  float32, not float16: numpy has no fast float16 arithmetic, and 11 bits would widen the
+  rescoring band for little RAM.
 """
 
 from __future__ import annotations
@@ -51,52 +58,58 @@ def block_offsets(offsets: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return out
 
 
-def block_bounds(
-    offsets: np.ndarray,
+def posting_weights(
     post_ids: np.ndarray,
     post_tfs: np.ndarray,
     chunk_ids: np.ndarray,
     lengths: np.ndarray,
     avgdl_ref: float,
 ) -> np.ndarray:
-    """Per block of BLOCK postings, the max of tf / (tf + k1 (1 - b) + k1 b len / avgdl_ref).
+    """Per posting, tf (k1 + 1) / (tf + k1 (1 - b) + k1 b len / avgdl_ref) as float32.
 
-    O(postings), in batches of a few million postings so that a 1M-chunk merge does not hold a
-    float per posting at once. Postings of chunks a segment does not hold (already filtered by
-    the builders) never occur; lengths are looked up through a dense map over the id span.
+    A query then reads one contiguous float per posting and multiplies in the term's idf,
+    instead of gathering the chunk's length from a corpus-sized array (a cache miss per
+    posting at 1M chunks) and evaluating the formula. Exact at avgdl == avgdl_ref; at another
+    avgdl the factor is bounded (indexer/lexical_query.py rescores what it cannot decide).
+    O(postings), in batches of a few million so that a 1M-chunk merge does not hold a float64
+    per posting at once; lengths are looked up through a dense map over the id span.
     """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    boff = block_offsets(offsets)
-    total_blocks = int(boff[-1])
-    out = np.zeros(total_blocks, dtype=np.float32)
-    if not total_blocks:
+    total = int(post_ids.shape[0])
+    out = np.empty(total, dtype=np.float32)
+    if not total:
         return out
-    counts = np.diff(boff)
-    starts = np.repeat(offsets[:-1], counts) + BLOCK * (
-        np.arange(total_blocks) - np.repeat(boff[:-1], counts)
-    )
     chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
     low = int(chunk_ids.min())
     length_of = np.zeros(int(chunk_ids.max()) - low + 1, dtype=np.float32)
     length_of[chunk_ids - low] = lengths
     floor = np.float32(K1 * (1.0 - B))
     slope = np.float32(K1 * B / max(avgdl_ref, 1e-9))
-    total = int(offsets[-1])
-    first = 0
-    while first < total_blocks:
-        begin = int(starts[first])
-        last = int(np.searchsorted(starts, begin + _BATCH_POSTINGS, side="left"))
-        last = max(last, first + 1)
-        end = int(starts[last]) if last < total_blocks else total
+    for begin in range(0, total, _BATCH_POSTINGS):
+        end = min(begin + _BATCH_POSTINGS, total)
         tf = np.asarray(post_tfs[begin:end]).astype(np.float32)
         denominator = length_of[np.asarray(post_ids[begin:end], dtype=np.int64) - low]
         denominator *= slope
         denominator += floor
         denominator += tf
+        tf *= np.float32(K1 + 1.0)
         tf /= denominator
-        out[first:last] = np.maximum.reduceat(tf, starts[first:last] - begin)
-        first = last
-    out *= np.float32(_BOUND_SLACK)
+        out[begin:end] = tf
+    return out
+
+
+def block_bounds(offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per block of BLOCK postings, the max of its weights / (k1 + 1), rounded up (O(postings))."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    boff = block_offsets(offsets)
+    total_blocks = int(boff[-1])
+    if not total_blocks:
+        return np.zeros(0, dtype=np.float32)
+    counts = np.diff(boff)
+    starts = np.repeat(offsets[:-1], counts) + BLOCK * (
+        np.arange(total_blocks) - np.repeat(boff[:-1], counts)
+    )
+    out = np.maximum.reduceat(weights, starts)
+    out *= np.float32(_BOUND_SLACK / (K1 + 1.0))
     return out
 
 
@@ -141,6 +154,7 @@ class Segment:
         "post_tfs",
         "removed",
         "terms",
+        "weights",
     )
 
     def __init__(
@@ -157,6 +171,7 @@ class Segment:
         *,
         block_max: np.ndarray | None = None,
         avgdl_ref: float | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.terms = terms
@@ -177,14 +192,18 @@ class Segment:
             # bound now (O(postings), once per segment; the next merge persists them).
             post_ids, post_tfs = sort_runs(offsets, post_ids, post_tfs)
             avgdl_ref = float(np.mean(lengths, dtype=np.float64)) if lengths.shape[0] else 1.0
-            if post_ids.shape[0]:
-                block_max = block_bounds(offsets, post_ids, post_tfs, chunk_ids, lengths, avgdl_ref)
-            else:
-                block_max = np.zeros(0, np.float32)
+            block_max = None
+        avgdl_ref = max(float(avgdl_ref), 1e-9)
+        if weights is None:
+            # Built here, or read from a file written before weights existed (formats 1-2).
+            weights = posting_weights(post_ids, post_tfs, chunk_ids, lengths, avgdl_ref)
+        if block_max is None:
+            block_max = block_bounds(offsets, weights)
         self.post_ids = post_ids
         self.post_tfs = post_tfs
+        self.weights = weights
         self.block_max = block_max
-        self.avgdl_ref = max(float(avgdl_ref), 1e-9)
+        self.avgdl_ref = avgdl_ref
 
     @property
     def chunks(self) -> int:
@@ -210,6 +229,7 @@ class Segment:
             self.removed,
             self.block_max,
             self.block_offsets,
+            self.weights,
         )
         return sum(int(a.nbytes) for a in arrays)
 
@@ -228,6 +248,10 @@ class Segment:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
         first, last = int(self.block_offsets[row]), int(self.block_offsets[row + 1])
         return self.post_ids[start:end], self.post_tfs[start:end], self.block_max[first:last]
+
+    def run_weights(self, row: int) -> np.ndarray:
+        """The precomputed weights (`posting_weights`) of one term's run."""
+        return self.weights[int(self.offsets[row]) : int(self.offsets[row + 1])]
 
 
 def _group(first_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

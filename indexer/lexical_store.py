@@ -23,7 +23,8 @@ sha256 of the payload) and 64-byte aligned raw arrays: CSR offsets (int64), post
 (int32, int64 past 2^31), term frequencies (uint16), chunk ids (int64) and lengths (float32) of
 the chunks held, ids removed from older segments (int64), the vocabulary as one UTF-8 blob
 of '\\n'-separated terms (analyzer terms never contain whitespace) and, since format 2, the
-per-block score bounds (float32, one per BLOCK postings of a term; indexer/lexical_segment.py). Arrays are mapped read-only
+per-block score bounds (float32, one per BLOCK postings of a term; indexer/lexical_segment.py)
+and, since format 3, the per-posting weights (float32). Arrays are mapped read-only
 (mmap), so loading costs the vocabulary decode and the per-chunk flags, not a copy.
 
 How the snapshot writer uses it (indexer/snapshots.py):
@@ -73,10 +74,11 @@ from indexer.lexical import (
 from indexer.lexical_segment import BLOCK, block_offsets
 
 # Segment file format: 2 adds per-block score bounds (`block_max`, header `avgdl_ref`,
-# `block`), which queries prune with. Format-1 files (before bounds) still load: their bounds are
-# computed once when read (O(postings)) and persisted by the next merge that rewrites them.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# `block`), which queries prune with; 3 adds per-posting weights (`weights`, float32 at
+# avgdl_ref), which queries score with. Older files still load: what they lack is computed once
+# when read (O(postings)) and persisted by the next merge that rewrites them.
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 # The manifest's lexical section (list of segment files) is unchanged.
 SECTION_FORMAT = 1
 DIRECTORY = "lexical"
@@ -85,7 +87,9 @@ MAX_DELTAS = 8
 _ALIGN = 64
 _STALE_S = 60
 _ARRAYS_V1 = ("offsets", "post_ids", "post_tfs", "chunk_ids", "lengths", "removed", "vocabulary")
-_ARRAYS = (*_ARRAYS_V1, "block_max")
+_ARRAYS_V2 = (*_ARRAYS_V1, "block_max")
+_ARRAYS = (*_ARRAYS_V2, "weights")
+_NAMES = {1: _ARRAYS_V1, 2: _ARRAYS_V2, 3: _ARRAYS}
 _HINT = (
     "the snapshot loader serves an older generation; if none loads, rebuild the index "
     "(`semsearch build`, or delete the index directory and re-consume the topic)"
@@ -99,9 +103,9 @@ class LexicalStoreError(SnapshotError):
 def write_segment(segment: Segment, path: Path, *, file_format: int = FORMAT) -> int:
     """Write `segment` to `path` atomically (tmp, fsync, rename); returns its size in bytes.
 
-    `file_format=1` writes the layout of earlier versions (tests of their migration only).
+    `file_format` 1 or 2 writes the layout of earlier versions (tests of their migration only).
     """
-    names = _ARRAYS if file_format == FORMAT else _ARRAYS_V1
+    names = _NAMES[file_format]
     if any("\n" in term for term in segment.terms):
         raise ValueError("lexical terms must not contain a newline")
     arrays: dict[str, np.ndarray] = {
@@ -113,6 +117,7 @@ def write_segment(segment: Segment, path: Path, *, file_format: int = FORMAT) ->
         "removed": np.ascontiguousarray(segment.removed, dtype=np.int64),
         "vocabulary": np.frombuffer("\n".join(segment.terms).encode("utf-8"), dtype=np.uint8),
         "block_max": np.ascontiguousarray(segment.block_max, dtype=np.float32),
+        "weights": np.ascontiguousarray(segment.weights, dtype=np.float32),
     }
     layout: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -133,7 +138,7 @@ def write_segment(segment: Segment, path: Path, *, file_format: int = FORMAT) ->
             "arrays": layout,
             "payload_bytes": payload_bytes,
             "sha256": digest.hexdigest(),
-            **({"block": BLOCK, "avgdl_ref": segment.avgdl_ref} if file_format == FORMAT else {}),
+            **({"block": BLOCK, "avgdl_ref": segment.avgdl_ref} if file_format >= 2 else {}),
         }
     ).encode("utf-8")
     header += b" " * (-(len(MAGIC) + 8 + len(header)) % _ALIGN)
@@ -176,17 +181,17 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         header = json.loads(bytes(mapped[len(MAGIC) + 8 : start]))
         layout = header["arrays"]
         payload_bytes = int(header["payload_bytes"])
-        avgdl_ref = float(header["avgdl_ref"]) if header.get("format") == FORMAT else None
+        avgdl_ref = float(header["avgdl_ref"]) if header.get("format") in (2, 3) else None
     except (ValueError, KeyError, TypeError) as exc:
         raise LexicalStoreError(f"lexical segment {path} has a corrupt header; {_HINT}") from exc
     file_format = header.get("format")
     if file_format not in READABLE_FORMATS:
         raise LexicalStoreError(
             f"lexical segment {path} has format {file_format!r}, this version reads "
-            f"{' and '.join(map(str, READABLE_FORMATS))}; {_HINT}"
+            f"{', '.join(map(str, READABLE_FORMATS))}; {_HINT}"
         )
-    names = _ARRAYS if file_format == FORMAT else _ARRAYS_V1
-    if file_format == FORMAT and header.get("block") != BLOCK:
+    names = _NAMES[file_format]
+    if file_format >= 2 and header.get("block") != BLOCK:
         raise LexicalStoreError(
             f"lexical segment {path} has blocks of {header.get('block')!r} postings, this "
             f"version uses {BLOCK}; {_HINT}"
@@ -230,9 +235,10 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         or arrays["lengths"].shape[0] != arrays["chunk_ids"].shape[0]
         or (postings and bool((np.diff(offsets) < 0).any()))
         or (
-            file_format == FORMAT
+            file_format >= 2
             and arrays["block_max"].shape[0] != int(block_offsets(offsets)[-1])
         )
+        or (file_format >= 3 and arrays["weights"].shape[0] != postings)
     ):
         raise LexicalStoreError(f"lexical segment {path} is inconsistent; {_HINT}")
     return Segment(
@@ -247,6 +253,7 @@ def read_segment(path: Path, *, verify: bool = True) -> Segment:
         file=f"{DIRECTORY}/{path.name}",
         block_max=arrays.get("block_max"),
         avgdl_ref=avgdl_ref,
+        weights=arrays.get("weights"),
     )
 
 

@@ -2,7 +2,8 @@
 
 Why segments: an IVF index takes appends, but rewriting a million-vector index to disk on every
 snapshot is impossible. Sealed segments are written once and only referenced by later
-generations; only the live segment (bounded by `seal_chunks`) is rewritten each snapshot.
+generations; the live segment (bounded by `seal_chunks`) is persisted as a base plus one small
+delta per generation (indexer/live_store.py), so a generation costs its change, not the live rows.
 Deletes in sealed segments are tombstones applied at search time with a faiss ID selector.
 """
 
@@ -54,6 +55,10 @@ class LiveSegment:
     then scans the nprobe lists it was assigned to, not all up to `seal_chunks` rows (0.8 ms per
     query at 8,192 x 384, measured; the whole budget at 1M chunks is 3 ms). Appends to faiss'
     inverted lists are amortized O(1); the buffers stay the source of truth (save, seal).
+
+    Persistence (indexer/live_store.py): `chain` names the files (a base, then deltas) whose
+    rows these rows were when last persisted; `_added` / `_removed` journal what changed since
+    (O(1) per row), so the next generation writes only those rows and ids.
     """
 
     def __init__(self, dimension: int, capacity: int = 64) -> None:
@@ -64,6 +69,10 @@ class LiveSegment:
         self._position: dict[int, int] = {}
         self._lists: faiss.IndexIVFFlat | None = None
         self.quantizer: faiss.Index | None = None  # the one `_lists` was assigned with
+        # The persisted files these rows equal, plus the journal since (live_store.LiveChain).
+        self.chain: object | None = None
+        self._added: set[int] = set()  # ids added since `chain` (still present)
+        self._removed: set[int] = set()  # ids of `chain` removed since
 
     def __len__(self) -> int:
         return self._count
@@ -110,7 +119,9 @@ class LiveSegment:
         vectors[: self._count] = self._vectors[: self._count]
         self._ids, self._vectors = ids, vectors
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, vectors: np.ndarray, assigned: np.ndarray | None = None) -> None:
+        """`assigned`: each row's list in the current quantizer, computed by the caller before
+        it took the index's lock (`assign_rows`), so the lock is not held for the dot products."""
         n = int(ids.shape[0])
         if n == 0:
             return
@@ -119,12 +130,29 @@ class LiveSegment:
         self._ids[base : base + n] = ids
         self._vectors[base : base + n] = vectors
         self._count = base + n
-        for offset, chunk_id in enumerate(ids.tolist()):
+        listed = ids.tolist()
+        for offset, chunk_id in enumerate(listed):
             self._position[chunk_id] = base + offset
+        self._added.update(listed)
         if self._lists is not None:
-            self._lists.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-            )
+            x = np.ascontiguousarray(vectors, dtype=np.float32)
+            xids = np.ascontiguousarray(ids, dtype=np.int64)
+            if assigned is None:
+                self._lists.add_with_ids(x, xids)
+            else:
+                lists = np.ascontiguousarray(assigned, dtype=np.int64)
+                if lists.shape != (n,):
+                    raise ValueError(f"{lists.shape[0]} list assignments for {n} rows")
+                self._lists.add_core(
+                    n, faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(lists)
+                )
+
+    def assign_rows(self, vectors: np.ndarray) -> np.ndarray | None:
+        """The list of each row in the quantizer this segment is held in (None: searched flat)."""
+        if self.quantizer is None or self._lists is None or not len(vectors):
+            return None
+        _, lists = self.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return np.ascontiguousarray(lists.reshape(-1), dtype=np.int64)
 
     def remove(self, ids: set[int]) -> int:
         removed = 0
@@ -134,6 +162,10 @@ class LiveSegment:
             if position is None:
                 continue
             gone.append(chunk_id)
+            if chunk_id in self._added:
+                self._added.discard(chunk_id)  # never persisted: nothing to record
+            else:
+                self._removed.add(chunk_id)
             last = self._count - 1
             if position != last:
                 moved = int(self._ids[last])
@@ -181,12 +213,52 @@ class LiveSegment:
             raise ValueError("the live segment has no lists; search() scans it flat")
         return search_preassigned(self._lists, queries, k, assigned, params)
 
+    # -- persistence journal (indexer/live_store.py) -------------------------------------
+    def journal(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids added since `chain`, in row order of their positions; ids of `chain` removed)."""
+        added = np.fromiter(self._added, dtype=np.int64, count=len(self._added))
+        if len(added):
+            positions = np.fromiter(
+                (self._position[i] for i in added.tolist()), dtype=np.int64, count=len(added)
+            )
+            added = added[np.argsort(positions, kind="stable")]
+        removed = np.fromiter(sorted(self._removed), dtype=np.int64, count=len(self._removed))
+        return added, removed
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Copies of the vectors of present `ids`."""
+        positions = np.fromiter(
+            (self._position[i] for i in ids.tolist()), dtype=np.int64, count=len(ids)
+        )
+        return self._vectors[positions].copy()
+
+    def persisted(self, chain: object, added: np.ndarray, removed: np.ndarray) -> None:
+        """`chain` now holds the rows; `added`/`removed` (a `journal()` taken when they were
+        written) leave the journal. A row added then and removed since stays a removal."""
+        listed = added.tolist()
+        self._added.difference_update(listed)
+        self._removed.difference_update(removed.tolist())
+        self._removed.update(i for i in listed if i not in self._position)
+        self.chain = chain
+
+    def adopt_chain(self, chain: object) -> None:
+        """These rows are exactly `chain`'s (just loaded from it): the journal starts empty."""
+        self._added.clear()
+        self._removed.clear()
+        self.chain = chain
+
+    def clean(self) -> bool:
+        """Nothing changed since `chain` was persisted (or loaded)."""
+        return self.chain is not None and not self._added and not self._removed
+
     def save(self, path: Path) -> None:
+        """The whole segment as one file (the layout before deltas; tests and tools)."""
         with path.open("wb") as handle:
             np.savez(handle, ids=self.ids, vectors=self.vectors)
 
     @classmethod
     def load(cls, path: Path, dimension: int) -> LiveSegment:
+        """A whole-segment file (`save`, and `GEN/live.npz` of generations before deltas)."""
         with np.load(path) as data:
             ids, vectors = data["ids"], data["vectors"]
             segment = cls(dimension, capacity=max(64, int(ids.shape[0])))

@@ -4,7 +4,9 @@ A generation is written into a temporary directory, fsynced, and renamed; the ma
 last) lists a checksum for every file it needs. A crash at any point therefore leaves the
 previous generation intact, and the offsets in a manifest are exactly those whose events the
 generation contains (bytewax-style recovery: resume from the snapshot, not from Kafka commits).
-Sealed segments live in `segments/`, are written once and referenced by later generations.
+Sealed segments live in `segments/`, are written once and referenced by later generations; the
+live segment is a base plus one delta per generation in `live/` (indexer/live_store.py), so a
+generation writes the rows it changed, not the whole live segment.
 Documents live in `documents.sqlite` (indexer/documents.py: why SQLite, MVCC by generation): a
 generation commits only the documents changed since the previous one, in one SQLite transaction,
 before its manifest; the manifest names the store generation and its row counts, which loading
@@ -46,6 +48,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from indexer import live_store
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
 from indexer.document_store import DocumentStore, StoreChanges
@@ -56,6 +59,7 @@ from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
 from indexer.lexical import Checkpoint, LexicalIndex
 from indexer.lexical_store import LexicalStore
+from indexer.live_store import LivePlan
 from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
@@ -134,6 +138,8 @@ class Manifest:
     documents: dict[str, Any] | None = None
     # The lexical segments (LexicalStore.persist's section); None: rebuilt from the documents.
     lexical: dict[str, Any] | None = None
+    # The live segment's base + deltas (indexer/live_store.py); None: GEN/live.npz (before deltas).
+    live: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -180,6 +186,7 @@ class SnapshotStore:
         self._documents: DocumentStore | None = None
         self._writer_checked = False
         self._writer_error: SnapshotError | None = None
+        self._live_plan: LivePlan | None = None  # written, committed once the generation is
 
     def document_store(self, *, writer: bool = False) -> DocumentStore:
         """The documents.sqlite of this directory (one connection per SnapshotStore); only the
@@ -289,6 +296,7 @@ class SnapshotStore:
             generation = (self.latest_generation() or 0) + 1
             tmp = self.root / f".tmp-gen-{generation:06d}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
+            self._live_plan = None
             manifest = self._write_into(tmp, generation, index, offsets, extra)
             try:
                 os.rename(tmp, self._gen_dir(generation))
@@ -304,6 +312,8 @@ class SnapshotStore:
             fsync_dir(self.root)
             with index.lock.writing():
                 index.documents.committed(self.document_store(writer=True), generation)
+                if self._live_plan is not None:
+                    self._live_plan.commit()  # the next generation writes a delta from here
         except BaseException as exc:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -363,14 +373,16 @@ class SnapshotStore:
                 if isinstance(segment, PQSegment):
                     record["vectors"] = self._write_full_vectors(segment, full_vectors_file(rel))
                 segments.append(record)
-            vectors.live.save(tmp / "live.npz")
             np.save(tmp / "tombstones.npy", np.fromiter(sorted(vectors.tombstones), dtype=np.int64))
             documents = self._write_documents(index, generation)
+            # The rows changed since the previous generation (or a fresh base when due).
+            live, self._live_plan = live_store.persist(self.root, vectors.live)
+            files.update(live_store.checksums(live))
             lexical_checkpoint = index.lexical.checkpoint()
             counts = index.count().__dict__
             next_chunk_id = index.next_chunk_id
         lexical = self._write_lexical(index, lexical_checkpoint)
-        for name in ("live.npz", "tombstones.npy"):
+        for name in ("tombstones.npy",):
             fsync_file(tmp / name)
             files[f"GEN/{name}"] = {
                 "sha256": sha256_of(tmp / name),
@@ -406,6 +418,7 @@ class SnapshotStore:
             extra=extra or {},
             documents=documents,
             lexical=lexical,
+            live=live,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
@@ -515,7 +528,9 @@ class SnapshotStore:
                 if manifest.quantizer:
                     referenced.add(manifest.quantizer["file"])
                 referenced.update(LexicalStore.files(manifest.lexical))
+                referenced.update(live_store.files(manifest.live))
             LexicalStore(self.root).collect_garbage(referenced)
+            live_store.collect_garbage(self.root, referenced)
             if kept and (self.root / "documents.sqlite").is_file():
                 # Under the pins lock: no reader can pin a generation older than `kept` now.
                 self.document_store(writer=True).collect(min(kept))
@@ -602,9 +617,10 @@ class SnapshotStore:
         if not errors:
             raise self._no_snapshot()
         hint = ""
-        if any("segments/seg-" in e and "checksum" in e for e in errors) and not repair:
+        corrupt_shared = ("segments/seg-", f"{live_store.DIRECTORY}/live-")
+        if any(any(c in e for c in corrupt_shared) and "checksum" in e for e in errors) and not repair:
             hint = (
-                " - a sealed segment is corrupt; start the indexer of this index (`semsearch "
+                " - a sealed segment or live-segment file is corrupt; start the indexer of this index (`semsearch "
                 "index`), which rebuilds it from the document table and the embedding cache"
             )
         raise SnapshotError(f"no loadable generation in {self.root}{hint}: " + "; ".join(errors))
@@ -624,6 +640,8 @@ class SnapshotStore:
             bad = self._corrupt_files(manifest)
             sealed_files = set(_segment_files(manifest.segments))
             lexical_files = set(LexicalStore.files(manifest.lexical))
+            # Shared by the generations of one chain, so rebuilt like a sealed segment.
+            sealed_files |= set(live_store.files(manifest.live))
             corrupt = {rel for rel, _ in bad}
             # The writer rebuilds shared files: vectors from the cache, BM25 from the documents.
             if bad and not (repair and corrupt <= sealed_files | lexical_files):
@@ -744,20 +762,24 @@ class SnapshotStore:
                 if index.cache is not None:
                     index.cache.put_many(fingerprint, fresh.items())
                 found.update(fresh)
-            if vectors.quantizer is None:
-                raise SnapshotError(
-                    f"{self.root} has sealed segments but no quantizer; rebuild the index"
-                )
             ids = np.fromiter((c.chunk_id for _, c in lost), dtype=np.int64, count=len(lost))
-            segment = vectors.codec.build(
-                f"seg-{uuid.uuid4().hex[:12]}",
-                vectors.quantizer,
-                vectors.nlist,
-                ids,
-                np.vstack([found[c.content_hash] for _, c in lost]),
-            )
-            with index.lock.writing():
-                vectors.attach(segment)
+            rows = np.vstack([found[c.content_hash] for _, c in lost])
+            if any(rel.startswith(f"{live_store.DIRECTORY}/") for rel in corrupt):
+                # The live rows are among the lost: they go back where they were (sealed in
+                # turn if that fills it); the next generation writes the live segment as a base.
+                with index.lock.writing():
+                    vectors.add(ids, rows)
+                vectors.maintain(index.lock.writing)
+            else:
+                if vectors.quantizer is None:
+                    raise SnapshotError(
+                        f"{self.root} has sealed segments but no quantizer; rebuild the index"
+                    )
+                segment = vectors.codec.build(
+                    f"seg-{uuid.uuid4().hex[:12]}", vectors.quantizer, vectors.nlist, ids, rows
+                )
+                with index.lock.writing():
+                    vectors.attach(segment)
         with index.lock.writing():
             sealed_ids: set[int] = set()
             for segment in vectors.sealed:
@@ -795,6 +817,9 @@ class SnapshotStore:
             # Lexical segments the index already holds are not read (nor hashed) again.
             held = {s.file for s in index.lexical.segments if s.file}
             known.update(rel for rel in LexicalStore.files(manifest.lexical) if rel in held)
+            if self._same_quantizer(index, manifest):
+                # Live rows it holds are not read again either: only the deltas it lacks.
+                known.update(live_store.held_files(index.vectors.live, manifest.live) or ())
             self.verify(manifest, skip=known)
             self._install(index, manifest, sealed=loaded, refresh=True)
         return manifest
@@ -820,7 +845,15 @@ class SnapshotStore:
             documents = self._open_documents(manifest, writer=writer)
         if changes is None or manifest.lexical is not None:
             lexical = self._load_lexical(index, manifest, documents, skip, reuse=refresh)
-        live = LiveSegment.load(gen_dir / "live.npz", index.model.dimension)
+        update = None
+        if refresh and manifest.live is not None and self._same_quantizer(index, manifest):
+            update = live_store.prepare_update(self.root, index.vectors.live, manifest.live)
+        live: LiveSegment | None = None
+        if update is None:
+            if skip and skip & set(live_store.files(manifest.live)):
+                live = LiveSegment(index.model.dimension)  # the writer's repair re-adds its rows
+            else:
+                live = self._load_live(manifest, index.model.dimension)
         tombstones = {int(i) for i in np.load(gen_dir / "tombstones.npy")}
         segments = [
             sealed.get(s["name"]) or load_segment(s, self.root)
@@ -832,7 +865,7 @@ class SnapshotStore:
             quantizer = faiss.read_index(str(self.root / manifest.quantizer["file"]))
         if manifest.quantizer:  # the live rows into the quantizer's lists, before the lock
             held = index.vectors.quantizer if quantizer is None else quantizer
-            if held is not None:
+            if held is not None and live is not None:
                 live.assign(held, int(manifest.quantizer["nlist"]))
         with index.lock.writing():
             if changes is not None:
@@ -854,10 +887,28 @@ class SnapshotStore:
                     vectors.attach(segment)
             if quantizer is not None:
                 vectors.adopt_quantizer(quantizer, manifest.quantizer)  # type: ignore[arg-type]
+            if update is not None:
+                live = live_store.apply_update(update)
+            assert live is not None
             vectors.live = live
             vectors.tombstones = tombstones
             vectors._selector = None
             index.next_chunk_id = manifest.next_chunk_id
+
+    @staticmethod
+    def _same_quantizer(index: Index, manifest: Manifest) -> bool:
+        """The index already holds the manifest's quantizer (so held live rows stay assigned)."""
+        held = index.vectors.quantizer_file
+        if manifest.quantizer is None:
+            return held is None
+        return manifest.quantizer["file"] == held and int(manifest.quantizer["nlist"]) == index.vectors.nlist
+
+    def _load_live(self, manifest: Manifest, dimension: int) -> LiveSegment:
+        """The generation's live segment: its base + deltas, or the whole-segment file of a
+        generation written before deltas (the next generation then writes a base)."""
+        if manifest.live is None:
+            return LiveSegment.load(self._gen_dir(manifest.generation) / "live.npz", dimension)
+        return live_store.load(self.root, manifest.live, dimension)
 
     def _open_documents(self, manifest: Manifest, *, writer: bool) -> DocumentTable:
         if manifest.documents is None:

@@ -158,9 +158,10 @@ def _assert_top_equal(
     assert all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got), query
 
 
+@pytest.mark.parametrize("dense_collect", [0, 10**9])  # dedupe by marks / by the id span
 @pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
 def test_pruned_top_k_equals_exhaustive_scoring(
-    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int
+    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int, dense_collect: int
 ) -> None:
     """Seeded MaxScore over several segments (ids added out of order, some removed) plus the
     buffer returns exactly the exhaustive top k, and really skips postings."""
@@ -169,6 +170,7 @@ def test_pruned_top_k_equals_exhaustive_scoring(
     monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
     monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
     monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
+    monkeypatch.setattr(indexer.lexical_query, "DENSE_COLLECT", dense_collect)
     texts = _corpus(2000, seed=23)
     order = list(range(2000))
     random.Random(5).shuffle(order[:1200])  # unsorted adds: segments sort their runs
@@ -177,13 +179,14 @@ def test_pruned_top_k_equals_exhaustive_scoring(
         index.add(i, texts[i])
     assert len(index.segments) >= 2 and len(index._view[1]) > 0  # segments and a buffer
     scored = [0]
-    real_score = indexer.lexical_query.Scorer.score
+    real_contributions = indexer.lexical_query.contributions
 
-    def counting(self: object, ids: np.ndarray, tfs: np.ndarray, weight: float) -> np.ndarray:
-        scored[0] += int(ids.shape[0])
-        return real_score(self, ids, tfs, weight)  # type: ignore[arg-type]
+    def counting(ws: np.ndarray, weight: float) -> np.ndarray:
+        scored[0] += int(ws.shape[0])
+        return real_contributions(ws, weight)
 
-    monkeypatch.setattr(indexer.lexical_query.Scorer, "score", counting)
+    # Postings read through the precomputed weights (the exact rescoring reads only survivors).
+    monkeypatch.setattr(indexer.lexical_query, "contributions", counting)
     rng = random.Random(29)
     common = ["term0", "term1", "term2", "protein"]  # in most chunks: low idf, long postings
     queries = []
@@ -242,3 +245,59 @@ def test_block_bounds_hold_after_the_corpus_changes_shape() -> None:
         bounds = np.repeat(block_max, indexer.lexical_segment.BLOCK)[: ids.shape[0]]
         assert (scores <= bounds * np.float32((indexer.lexical.K1 + 1.0) * scale)).all()
         assert not (scores <= bounds * np.float32(indexer.lexical.K1 + 1.0)).all()  # scale needed
+
+
+@pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
+def test_segments_frozen_at_another_avgdl_give_the_exact_top_k(
+    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int
+) -> None:
+    """Segments score with weights precomputed at their own avgdl; after the corpus's avgdl
+    moved far from it (both ways), the top k and its scores still equal exhaustive rank-bm25
+    at today's avgdl: the bracketing bounds keep every possible winner, rescored exactly."""
+    monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
+    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
+    monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
+    rng = random.Random(43)
+    vocab = [f"term{i}" for i in range(80)]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(2, 12))) for _ in range(700)]
+    texts += [" ".join(rng.choices(vocab, k=rng.randint(150, 300))) for _ in range(700)]
+    texts += [" ".join(rng.choices(vocab, k=rng.randint(2, 40))) for _ in range(300)]
+    index = LexicalIndex()
+    for i, text in enumerate(texts[:700]):
+        index.add(i, text)
+    index.checkpoint()  # checkpointed: never merged inline with what follows
+    for i in range(700, 1400):
+        index.add(i, texts[i])
+    index.checkpoint()
+    for i in range(1400, 1700):  # partly left in the buffer (exact scores, no weights)
+        index.add(i, texts[i])
+    short, long_ = index.segments[0], index.segments[-1]
+    avgdl = index.total_length / len(index)
+    assert short.avgdl_ref * 5 < avgdl < long_.avgdl_ref / 1.5  # r far from 1, both ways
+    # The weights alone rank differently from today's scores: rescoring is what is exact.
+    row = short.row_of("term1")
+    assert row is not None
+    ids, tfs, _ = short.run(row)
+    scorer = indexer.lexical_query.Scorer(
+        index._length,
+        np.float32(indexer.lexical.K1 * indexer.lexical.B / avgdl),
+        np.float32(indexer.lexical.K1 * (1.0 - indexer.lexical.B)),
+        avgdl,
+    )
+    exact = scorer.score(ids.astype(np.intp), tfs, 1.0)
+    assert not np.allclose(exact, short.run_weights(row), rtol=0.1)
+    queries = [" ".join(rng.sample(vocab, rng.randint(1, 5))) for _ in range(25)]
+    queries += ["term0 term1 term2", "term3"]
+    removed: set[int] = set()
+    for round_ in range(2):
+        alive = [i for i in range(len(texts)) if i not in removed]
+        reference = LuceneIdfBM25([analyze(texts[i]) for i in alive])
+        for query in queries:
+            for k in (1, 10, 100):
+                got = index.search(query, k)
+                _assert_top_equal(got, _exhaustive_top(reference, alive, query, k), query)
+        # Removing most long chunks moves avgdl again, below the long segment's and closer
+        # to the short one's.
+        removed |= set(range(700 + round_, 1400, 3)) | set(range(round_, 700, 11))
+        for i in sorted(removed):
+            index.remove(i)

@@ -272,19 +272,25 @@ def test_searches_run_while_the_writer_merges(tmp_path: Path) -> None:
     assert live.segments[0].chunks == len(expected)
 
 
-def test_format_1_segments_load_rank_the_same_and_are_rewritten_by_merges(tmp_path: Path) -> None:
-    """Files written before block bounds existed (format 1) still load: bounds are computed when
-    read, rankings are unchanged, and the next merge writes the current format."""
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_older_segments_load_rank_the_same_and_are_rewritten_by_merges(
+    tmp_path: Path, old_format: int
+) -> None:
+    """Files written before block bounds (format 1) or posting weights (format 2) existed still
+    load: what they lack is computed when read, rankings are unchanged, and the next merge
+    writes the current format."""
     texts = dict(enumerate(_corpus(400, seed=27)))
     live = _rebuilt({i: texts[i] for i in range(300)})
     store = LexicalStore(tmp_path)
     section = _persist(store, live)
     path = tmp_path / section["segments"][0]["file"]
-    indexer.lexical_store.write_segment(live.segments[0], path, file_format=1)
-    assert b'"format": 1' in path.read_bytes()[:4096]
+    indexer.lexical_store.write_segment(live.segments[0], path, file_format=old_format)
+    assert f'"format": {old_format}'.encode() in path.read_bytes()[:4096]
+    assert b'"weights"' not in path.read_bytes()[:4096]
     loaded = store.load(section)  # the manifest checksum is the snapshot loader's, not here
     assert loaded.segments[0].block_max.shape == live.segments[0].block_max.shape
     assert np.array_equal(loaded.segments[0].block_max, live.segments[0].block_max)
+    assert np.array_equal(loaded.segments[0].weights, live.segments[0].weights)
     queries = _queries(list(texts.values())[:300])
     _assert_same(loaded, live, queries)
     for i in range(300, 400):  # > 25% of the base: the next generation fully merges
@@ -293,13 +299,13 @@ def test_format_1_segments_load_rank_the_same_and_are_rewritten_by_merges(tmp_pa
     header = indexer.lexical_store.read_segment(tmp_path / merged["segments"][0]["file"])
     assert header.block_max.shape[0] > 0
     raw = (tmp_path / merged["segments"][0]["file"]).read_bytes()
-    assert b'"format": 2' in raw[:4096]
+    assert b'"format": 3' in raw[:4096]
     _assert_same(store.load(merged), _rebuilt(texts), _queries(list(texts.values())))
 
 
 def test_an_unknown_segment_format_is_refused_with_the_rebuild_hint(tmp_path: Path) -> None:
     store, section, path = _one_segment_file(tmp_path)
     data = path.read_bytes()
-    path.write_bytes(data.replace(b'"format": 2', b'"format": 9', 1))
-    with pytest.raises(LexicalStoreError, match=r"format 9.*reads 1 and 2.*semsearch build"):
+    path.write_bytes(data.replace(b'"format": 3', b'"format": 9', 1))
+    with pytest.raises(LexicalStoreError, match=r"format 9.*reads 1, 2, 3.*semsearch build"):
         store.load(section)

@@ -78,15 +78,17 @@ def test_corruption_is_detected(
     index = make_index()
     store = SnapshotStore(tmp_path / "idx")
     store.write(index)
-    store.write(index)
-    live = tmp_path / "idx" / "gen-000002" / "live.npz"
+    index.apply([Document("d9", "Later", "a later document", 1)])
+    second = store.write(index)
+    assert second.live is not None and second.live["files"][-1]["kind"] == "delta"
+    live = store.root / second.live["files"][-1]["file"]  # generation 2's own live file
     data = bytearray(live.read_bytes())
     data[len(data) // 2] ^= 0xFF
     live.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match="checksum"):
         store.load(model, settings)
     loaded, manifest = store.load(model, settings, fallback=True)
-    assert manifest.generation == 1 and loaded.count().documents == len(index.documents)
+    assert manifest.generation == 1 and loaded.count().documents == len(index.documents) - 1
 
 
 def test_a_different_model_is_refused_naming_both(

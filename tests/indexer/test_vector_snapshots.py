@@ -121,12 +121,19 @@ def test_loaded_live_rows_are_put_in_the_lists_outside_the_write_lock(
 
     assigned_under_lock: list[bool] = []
     original = LiveSegment.assign
+    original_rows = LiveSegment.assign_rows
 
     def watched(self: LiveSegment, quantizer: object, nlist: int) -> None:
         assigned_under_lock.append(reader.lock._writer)
         original(self, quantizer, nlist)  # type: ignore[arg-type]
 
+    def watched_rows(self: LiveSegment, vectors: np.ndarray) -> np.ndarray | None:
+        assigned_under_lock.append(reader.lock._writer)
+        return original_rows(self, vectors)
+
     monkeypatch.setattr(LiveSegment, "assign", watched)
+    # A refresh that only reads the new delta assigns just its rows (also before the lock).
+    monkeypatch.setattr(LiveSegment, "assign_rows", watched_rows)
     store.refresh(reader)
     assert assigned_under_lock == [False]
     assert reader.vectors.live.quantizer is reader.vectors.quantizer
