@@ -8,17 +8,15 @@ Chunker must agree with it on every (start, end, text, content_hash) of real and
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from scifact_sample import scifact_rows
 
 from indexer.chunking import Chunk, Chunker, content_hash
 from indexer.documents import Document
 from indexer.model import EmbeddingModel
 
-SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 SCIFACT_DOCS = 300
 
 
@@ -85,14 +83,10 @@ def _reference(chunker: Chunker, text: str) -> list[Chunk]:
 
 
 def _scifact_texts() -> list[str]:
-    texts = []
-    with SCIFACT.open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            texts.append(Document(row["_id"], row.get("title", ""), row.get("text", "")).full_text)
-            if len(texts) == SCIFACT_DOCS:
-                break
-    return texts
+    rows = scifact_rows()[:SCIFACT_DOCS]
+    return [
+        Document(row["_id"], row.get("title", ""), row.get("text", "")).full_text for row in rows
+    ]
 
 
 HOSTILE = [
@@ -189,7 +183,9 @@ def test_fragment_tokens_equal_whole_text_tokens(model: EmbeddingModel) -> None:
             assert (toks.word(i) is not None and toks.word(i) == toks.word(i - 1)) == same_word
 
 
-def test_small_fragment_cache_still_exact(model: EmbeddingModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_fragment_cache_still_exact(
+    model: EmbeddingModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("indexer.chunking._FRAGMENT_CACHE_ENTRIES", 50)
     chunker = Chunker(model.tokenizer, model.info.max_seq_length)
     texts = _scifact_texts()[:30]
