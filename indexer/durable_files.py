@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -31,3 +33,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
+    """`path` appears whole or not at all: `writer` fills a temp file beside it (`.tmp-*`, which
+    the snapshot GC sweeps after a crash), fsynced, renamed over `path`, directory fsynced."""
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        writer(tmp)
+        fsync_file(tmp)
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

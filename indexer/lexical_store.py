@@ -56,13 +56,12 @@ import json
 import mmap
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from indexer.durable_files import fsync_dir
+from indexer.durable_files import write_atomically
 from indexer.errors import SnapshotError
 from indexer.lexical import (
     COMPACT_DEAD_FRACTION,
@@ -142,20 +141,14 @@ def write_segment(segment: Segment, path: Path, *, file_format: int = FORMAT) ->
         }
     ).encode("utf-8")
     header += b" " * (-(len(MAGIC) + 8 + len(header)) % _ALIGN)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
             handle.write(MAGIC + len(header).to_bytes(8, "little") + header)
             for name in names:
                 data = arrays[name].tobytes()
                 handle.write(data + b"\0" * (-len(data) % _ALIGN))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+
+    write_atomically(path, write)
     return len(MAGIC) + 8 + len(header) + payload_bytes
 
 

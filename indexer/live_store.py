@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 import uuid
 import zipfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.durable_files import fsync_dir
+from indexer.durable_files import write_atomically
 from indexer.errors import SnapshotError
 from indexer.segments import LiveSegment
 
@@ -105,17 +104,7 @@ def _write(root: Path, kind: str, ids: np.ndarray, vectors: np.ndarray, removed:
     rel = f"{DIRECTORY}/live-{uuid.uuid4().hex[:12]}.{kind}.npz"
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
     return {
         "file": rel,
         "kind": kind,

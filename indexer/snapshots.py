@@ -53,7 +53,7 @@ from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
 from indexer.document_store import DocumentStore, StoreChanges
 from indexer.document_table import DocumentTable
-from indexer.durable_files import fsync_dir, fsync_file, sha256_of
+from indexer.durable_files import fsync_dir, fsync_file, sha256_of, write_atomically
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
@@ -470,16 +470,9 @@ class SnapshotStore:
         """The checksum record of a sealed file, (re)written atomically as its sidecar."""
         path = self.root / rel
         entry = known if known is not None else {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-        sidecar = path.with_name(path.name + ".sha256")
-        tmp = sidecar.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{sidecar.name}")
-        try:
-            tmp.write_text(json.dumps(entry))
-            fsync_file(tmp)
-            os.rename(tmp, sidecar)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(sidecar.parent)
+        write_atomically(
+            path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(json.dumps(entry))
+        )
         return entry
 
     def _write_full_vectors(self, segment: PQSegment, rel: str) -> str:
@@ -491,17 +484,8 @@ class SnapshotStore:
 
     @staticmethod
     def _write_once(path: Path, writer: Any) -> None:
-        if path.exists():
-            return
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-        try:
-            writer(tmp)
-            fsync_file(tmp)
-            os.rename(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
+        if not path.exists():
+            write_atomically(path, writer)
 
     def collect_garbage(self) -> None:
         """Keep the newest `keep` generations, every pinned one, and the segments they reference."""
