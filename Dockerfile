@@ -23,6 +23,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /src
 # Only what the package needs: keeps the layer cache valid across test/bench/doc edits.
 COPY pyproject.toml README.md ./
+COPY contracts ./contracts
 COPY semsearch ./semsearch
 COPY indexer ./indexer
 COPY consumers ./consumers
@@ -30,6 +31,8 @@ COPY producers ./producers
 COPY query_api ./query_api
 RUN pip install . \
     && python -c "import indexer.model as m; print('bundled model at', m.bundled_model_path())"
+# The BM25 kernel's numba cache is written here: site-packages is read-only at run time.
+RUN python -c "from indexer.lexical_maxscore import precompile; precompile()"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --create-home --home-dir /home/semsearch semsearch \

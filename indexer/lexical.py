@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer import analyzer
+from indexer.lexical_maxscore import warm_up
 from indexer.lexical_query import (
     EXACT,
     Bounds,
@@ -178,6 +179,12 @@ class LexicalIndex:
         index._live_count = int(np.count_nonzero(index._alive))
         index._total_length = float(index._length[index._alive].sum(dtype=np.float64))
         index._view = (tuple(segments), _Buffer())
+        compiled: set[tuple[str, bool]] = set()
+        for seg in segments:
+            variant = (seg.post_ids.dtype.str, bool(seg.post_ids.flags.writeable))
+            if seg.postings and variant not in compiled:
+                compiled.add(variant)
+                warm_up(seg.post_ids, seg.weights, seg.block_max)
         return index
 
     def __len__(self) -> int:
@@ -399,7 +406,7 @@ class LexicalIndex:
             for seg, row, all_alive in runs:
                 ids, tfs, block_max = seg.run(row)
                 per_segment.setdefault(seg.name, []).append(
-                    Term(weights[term], ids, tfs, block_max, all_alive, seg.run_weights(row))
+                    Term(weights[term], row, ids, tfs, block_max, all_alive, seg.run_weights(row))
                 )
         top = TopK(k)
         scratch = self._take_scratch()
@@ -416,7 +423,7 @@ class LexicalIndex:
                 terms = per_segment.get(seg.name)
                 if terms:
                     bounds = Bounds.of(seg.avgdl_ref, avgdl)
-                    evaluate_segment(terms, seg, bounds, alive, scratch, top)
+                    evaluate_segment(terms, seg, bounds, alive, top)
         except BaseException:
             scratch.fill(0.0)
             raise

@@ -1,10 +1,4 @@
-"""Exact top-k BM25 evaluation over segments: seeded MaxScore over precomputed posting weights.
-
-Why not the previous evaluation (term-at-a-time MaxScore from an empty top k): queries made only
-of common terms ("patients cells increased") gave it no threshold until most postings were
-scored; it counted every term's df over all its postings per query; and numpy indexing with the
-int32 chunk ids of the segment files is ~10x slower than with intp. Per-posting
-document-at-a-time WAND is a Python loop per posting here, so evaluation stays whole-array.
+"""Exact top-k BM25 evaluation over segments: seeded, compiled MaxScore over posting weights.
 
 Why weights: scoring a posting with the formula gathers its chunk's length from a corpus-sized
 array (a cache miss per posting at 1M chunks). Segments store each posting's length-normalised
@@ -19,17 +13,14 @@ their intervals, is a lower bound of the final k-th best exact score and only gr
 segment thresholds are on the weights' scale (theta / hi; a k-th best t proves t * lo):
 1. seed theta (`_seed`): scores of the chunks holding the query's rarest terms (and, for
    a common term, only its postings in the blocks with the highest bounds) by binary search in
-   every term's run - a few hundred chunks, the likeliest results;
-2. MaxScore partition: each term's upper bound is idf (k1 + 1) times its best block bound
-   (indexer/lexical_segment.py); the lowest-bound terms whose bounds sum below theta are
-   *optional*: a chunk holding only those cannot reach the top k;
-3. the essential terms' postings are scored into a pooled scratch array (one pass each);
-4. candidates whose score plus the remaining optional bounds is below theta are dropped, and
-   each optional term (highest bound first) only adds to the survivors: by binary search when
-   they are few, else by one gather over its run - its postings are never scored otherwise;
-5. `rescore`: the candidates whose upper end reaches theta (k plus the few inside the band)
+   every term's run - a few hundred chunks, the likeliest results - so that the first segment
+   starts pruning at once;
+2. document-at-a-time block-max MaxScore (indexer/lexical_maxscore.py, compiled): only the
+   essential terms' postings are walked, the others looked up while a chunk can still make it;
+3. `rescore`: the candidates whose upper end reaches theta (k plus the few inside the band)
    get their exact scores at today's avgdl, summed rarest term first, so scores do not depend
    on how the corpus is split into segments; ties are broken by chunk id (`top_k`).
+The buffer (chunks not yet frozen, a few thousand) is scored exhaustively (`score_chunks`).
 Exact: only chunks that provably cannot reach theta are skipped; the tests check against
 exhaustive rank-bm25 scoring, also with segments built at a very different avgdl.
 """
@@ -41,18 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.lexical_maxscore import maxscore
 from indexer.lexical_segment import BLOCK, K1, Segment
 
-# Segments whose query postings are at most this many are scored exhaustively.
-EXHAUSTIVE_POSTINGS = 512
 # theta is seeded (`_seed`) in segments whose query postings are at least SEED_POSTINGS:
 SEED_CHUNKS = 4  # seed from at least this many times k chunks,
 SEED_POSTINGS = 4 * 1024
-# Candidates are looked up by binary search when this many times fewer than a run's postings.
-LOOKUP_RATIO = 16
-# Scored chunks are collected by one pass over the segment's id span when it is at most this
-# many times the entries scored (`_collect`).
-DENSE_COLLECT = 8
+# MaxScore re-partitions its terms by their local block bounds every this many chunk ids.
+WINDOW_IDS = 4096
 _MARGIN = 1.0 + 1e-4  # bounds are inflated by this against float32 rounding
 
 
@@ -80,6 +67,7 @@ class Term:
     """One query term in one segment: its run, and whether dead postings must be filtered."""
 
     weight: float  # query-term count * idf
+    row: int  # the term's row in the segment
     ids: np.ndarray
     tfs: np.ndarray
     block_max: np.ndarray  # per BLOCK postings (indexer/lexical_segment.py)
@@ -268,133 +256,41 @@ def _seed(terms: Sequence[Term], alive: np.ndarray, k: int) -> float:
 
 
 def evaluate_segment(
-    terms: Sequence[Term],
-    seg: Segment,
-    bounds: Bounds,
-    alive: np.ndarray,
-    scratch: np.ndarray,
-    top: TopK,
+    terms: Sequence[Term], seg: Segment, bounds: Bounds, alive: np.ndarray, top: TopK
 ) -> None:
     """Offer every chunk of `seg` that can be in the top k, with approximate scores bracketed by
-    `bounds` (module docstring). Thresholds are approximate (the weights' scale): a chunk whose
-    approximate upper bound is below top.theta / bounds.hi cannot reach the exact top k, and k
-    approximate scores of at least t prove an exact k-th best of at least t * bounds.lo."""
-    filter_dead = not all(t.all_alive for t in terms)
-    postings = sum(int(t.ids.shape[0]) for t in terms)
-    if postings <= EXHAUSTIVE_POSTINGS or len(terms) == 1:
-        scored = []
-        for t in terms:
-            ids, ws = t.ids.astype(np.intp), t.ws  # numpy indexes with intp ~10x faster
-            if filter_dead:
-                keep = alive[ids]
-                ids, ws = ids[keep], ws[keep]
-            scored.append((ids, contributions(ws, t.weight)))
-        score_chunks(scored, scratch, top, bounds)
-        return
+    `bounds` (module docstring), found by the compiled MaxScore (indexer/lexical_maxscore.py).
+
+    Thresholds there are on the weights' scale: a chunk whose approximate upper bound is below
+    top.theta / bounds.hi cannot reach the exact top k, and k approximate scores of at least t
+    prove an exact k-th best of at least t * bounds.lo."""
     k = top.k
-    shrink = bounds.lo / bounds.hi  # an approximate k-th best t proves t * shrink here
+    shrink = bounds.lo / bounds.hi
     theta = top.theta / bounds.hi
+    postings = sum(int(t.ids.shape[0]) for t in terms)
     if postings >= SEED_POSTINGS and top.theta == 0.0:  # later segments share the first's theta
-        # Slack: the seed sums in another order than the main pass (float32 rounding).
+        # Slack: the seed sums in another order than the kernel (float32 rounding).
         theta = max(theta, _seed(terms, alive, k) * shrink * (1.0 - 1e-5))
-    term_bounds = [t.weight * (K1 + 1.0) * float(t.block_max.max()) * _MARGIN for t in terms]
-    by_bound = sorted(range(len(terms)), key=lambda i: (term_bounds[i], i))
-    # MaxScore partition: a chunk matching only the lowest-bound terms, whose bounds sum below
-    # theta, cannot reach the top k, so only the other (essential) terms' postings are read.
-    optional: list[int] = []
-    total = 0.0
-    for i in by_bound[:-1]:
-        if total + term_bounds[i] >= theta:
-            break
-        total += term_bounds[i]
-        optional.append(i)
-    skip = set(optional)
-    # Highest bound first: the later terms' bounds (`after`) shrink, so more of their blocks close.
-    essential = sorted(
-        (i for i in range(len(terms)) if i not in skip), key=lambda i: -term_bounds[i]
+    rows = np.asarray([t.row for t in terms], dtype=np.int64)
+    offsets = np.asarray(seg.offsets, dtype=np.int64)
+    ids, approximate, _ = maxscore(
+        seg.post_ids,
+        seg.weights,
+        seg.block_max,
+        offsets[rows],
+        offsets[rows + 1],
+        np.asarray(seg.block_offsets, dtype=np.int64)[rows],
+        np.asarray([t.weight for t in terms], dtype=np.float64),
+        alive,
+        not all(t.all_alive for t in terms),
+        k,
+        theta,
+        shrink,
+        (K1 + 1.0) * _MARGIN,
+        WINDOW_IDS,
     )
-    after = sum(term_bounds[i] for i in essential) + total
-    parts: list[np.ndarray] = []
-    for i in essential:
-        term = terms[i]
-        after -= term_bounds[i]
-        ids, ws = term.ids.astype(np.intp), term.ws
-        if theta > 0.0:
-            # A block whose bound plus every later term's cannot reach theta starts no
-            # candidate: a chunk first met there cannot reach the top k. Its postings only add
-            # to the chunks already scored (non-zero in scratch).
-            block_bounds = term.block_max * np.float32(term.weight * (K1 + 1.0) * _MARGIN)
-            open_blocks = block_bounds + np.float32(after) >= np.float32(theta)
-            if not open_blocks.all():
-                is_open = np.repeat(open_blocks, BLOCK)[: ids.shape[0]]
-                closed, closed_ws = ids[~is_open], ws[~is_open]
-                ids, ws = ids[is_open], ws[is_open]
-                if parts:
-                    hit = scratch[closed] > 0.0
-                    scratch[closed[hit]] += contributions(closed_ws[hit], term.weight)
-        if filter_dead:
-            keep = alive[ids]
-            ids, ws = ids[keep], ws[keep]
-        if ids.shape[0]:
-            scratch[ids] += contributions(ws, term.weight)
-            parts.append(ids)
-        if ids.shape[0] and after > 0.0:
-            # Lower bound of the k-th best: this term's chunks are distinct, and their sums so
-            # far only grow (no concatenation of the earlier terms' entries per term).
-            theta = max(theta, _kth(scratch[ids], k) * shrink)
-    if not parts:
-        return
-    candidates, values = _collect(parts, seg, scratch)
-    rest = total
-    for i in reversed(optional):  # highest bound first: prunes the most, soonest
-        theta = max(theta, _kth(values, k) * shrink)
-        keep = values + np.float32(rest) >= np.float32(theta)
-        if not keep.all():
-            candidates, values = candidates[keep], values[keep]
-        if not candidates.shape[0]:
-            return
-        term = terms[i]
-        rest -= term_bounds[i]
-        if candidates.shape[0] * LOOKUP_RATIO < term.ids.shape[0]:
-            _lookup(candidates, values, term)
-        else:
-            scratch[candidates] = values
-            # np.take gathers with the run's int32 ids directly (no intp copy of the run).
-            hit = np.take(scratch, term.ids) > 0.0  # only candidates (alive, scored) are > 0
-            scratch[term.ids[hit].astype(np.intp)] += contributions(term.ws[hit], term.weight)
-            values = scratch[candidates]
-            scratch[candidates] = 0.0
-    top.offer_approximate(candidates, values, bounds)
-
-
-def _collect(
-    parts: list[np.ndarray], seg: Segment, scratch: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct chunks scored into `scratch` (sorted) and their sums; zeroes them there.
-
-    Contributions are positive, so the non-zero entries of the segment's id span are exactly
-    the chunks scored: one sequential comparison over the span is cheaper than deduplicating
-    the (terms x chunks) entries by random access, unless the span is much bigger than them.
-    """
-    entries = sum(int(p.shape[0]) for p in parts)
-    span = seg.max_id + 1 - seg.min_id
-    if len(parts) > 1 and span <= DENSE_COLLECT * entries:
-        window = scratch[seg.min_id : seg.max_id + 1]
-        candidates = np.flatnonzero(window != 0.0)
-        values = window[candidates]
-        window[candidates] = 0.0
-        candidates += seg.min_id
-        return candidates, values
-    candidates = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    values = scratch[candidates]
-    if len(parts) > 1:
-        positions = np.arange(candidates.shape[0], dtype=np.int32)
-        marks = scratch.view(np.int32)
-        marks[candidates] = positions
-        first = marks[candidates] == positions
-        candidates, values = candidates[first], values[first]
-    scratch[candidates] = 0.0
-    return candidates, values
+    if ids.shape[0]:
+        top.offer(ids, approximate * bounds.lo, approximate * bounds.hi)
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import pytest
@@ -158,19 +159,15 @@ def _assert_top_equal(
     assert all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got), query
 
 
-@pytest.mark.parametrize("dense_collect", [0, 10**9])  # dedupe by marks / by the id span
-@pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
+@pytest.mark.parametrize("seed_postings", [0, 10**9])  # theta seeded / found by the kernel
 def test_pruned_top_k_equals_exhaustive_scoring(
-    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int, dense_collect: int
+    monkeypatch: pytest.MonkeyPatch, seed_postings: int
 ) -> None:
     """Seeded MaxScore over several segments (ids added out of order, some removed) plus the
     buffer returns exactly the exhaustive top k, and really skips postings."""
     monkeypatch.setattr(indexer.lexical, "BUFFER_CHUNKS", 300)
     monkeypatch.setattr(indexer.lexical, "INLINE_MERGE_CHUNKS", 600)
-    monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
-    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
-    monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
-    monkeypatch.setattr(indexer.lexical_query, "DENSE_COLLECT", dense_collect)
+    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", seed_postings)
     texts = _corpus(2000, seed=23)
     order = list(range(2000))
     random.Random(5).shuffle(order[:1200])  # unsorted adds: segments sort their runs
@@ -179,14 +176,15 @@ def test_pruned_top_k_equals_exhaustive_scoring(
         index.add(i, texts[i])
     assert len(index.segments) >= 2 and len(index._view[1]) > 0  # segments and a buffer
     scored = [0]
-    real_contributions = indexer.lexical_query.contributions
+    real_maxscore = indexer.lexical_query.maxscore
 
-    def counting(ws: np.ndarray, weight: float) -> np.ndarray:
-        scored[0] += int(ws.shape[0])
-        return real_contributions(ws, weight)
+    def counting(*args: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        ids, approximate, postings = real_maxscore(*args)
+        scored[0] += postings
+        return ids, approximate, postings
 
-    # Postings read through the precomputed weights (the exact rescoring reads only survivors).
-    monkeypatch.setattr(indexer.lexical_query, "contributions", counting)
+    # Postings the segments' kernel scored (the exact rescoring reads only survivors).
+    monkeypatch.setattr(indexer.lexical_query, "maxscore", counting)
     rng = random.Random(29)
     common = ["term0", "term1", "term2", "protein"]  # in most chunks: low idf, long postings
     queries = []
@@ -247,16 +245,14 @@ def test_block_bounds_hold_after_the_corpus_changes_shape() -> None:
         assert not (scores <= bounds * np.float32(indexer.lexical.K1 + 1.0)).all()  # scale needed
 
 
-@pytest.mark.parametrize("lookup_ratio", [1, 10**9])  # binary-search lookups / scans
+@pytest.mark.parametrize("seed_postings", [0, 10**9])  # theta seeded / found by the kernel
 def test_segments_frozen_at_another_avgdl_give_the_exact_top_k(
-    monkeypatch: pytest.MonkeyPatch, lookup_ratio: int
+    monkeypatch: pytest.MonkeyPatch, seed_postings: int
 ) -> None:
     """Segments score with weights precomputed at their own avgdl; after the corpus's avgdl
     moved far from it (both ways), the top k and its scores still equal exhaustive rank-bm25
     at today's avgdl: the bracketing bounds keep every possible winner, rescored exactly."""
-    monkeypatch.setattr(indexer.lexical_query, "EXHAUSTIVE_POSTINGS", 0)
-    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", 0)
-    monkeypatch.setattr(indexer.lexical_query, "LOOKUP_RATIO", lookup_ratio)
+    monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", seed_postings)
     rng = random.Random(43)
     vocab = [f"term{i}" for i in range(80)]
     texts = [" ".join(rng.choices(vocab, k=rng.randint(2, 12))) for _ in range(700)]

@@ -1,0 +1,323 @@
+"""Document-at-a-time block-max MaxScore over one segment, compiled (numba).
+
+Why compiled: the whole-array evaluation this replaces (numpy, term at a time) pays for every
+posting of every essential term and for the temporaries between passes, so at 1M chunks a query
+of common words cost ~30 ms at p99. Document-at-a-time pruning needs a loop per posting, which in
+Python is ~100x slower than the arrays; numba compiles that loop (cached on disk next to this
+module, so a process pays the compile once per machine, not per start). We keep our own postings
+(indexer/lexical_segment.py) rather than tantivy for the reasons in docs/SCALING.md: scores that
+are exactly rank-bm25's (parity tests), one generation commit for text, vectors and postings.
+
+The algorithm (Turtle & Flood's MaxScore with block bounds, as Lucene and PISA run it):
+- terms sorted by upper bound (idf (k1 + 1) times their best block bound); the longest prefix of
+  the lowest-bound terms whose bounds sum below the threshold is *non-essential*: a chunk that
+  holds none of the other (essential) terms cannot reach the top k, so only the essential terms'
+  postings are walked;
+- each chunk met there is scored on the essential terms, then the non-essential ones are looked
+  up, highest bound first, stopping as soon as the score plus what remains cannot reach the
+  threshold; before the lookup, the bound of the term's block that holds the chunk (found by a
+  shallow move over block ends) replaces the term's global bound;
+- the threshold is the k-th best approximate score so far times `shrink` (a segment's weights
+  bracket exact scores by a factor, see indexer/lexical_query.py `Bounds`), or the caller's
+  theta if higher; when it rises, more terms become non-essential.
+Every chunk whose approximate score reached the threshold at the time is returned (a superset of
+the segment's top k and of the band the caller must rescore): the caller keeps the exact part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from indexer.lexical_segment import BLOCK
+
+_END = np.iinfo(np.int64).max
+# A non-essential term is gathered over the window when it has at most this many postings there
+# per candidate that needs it (a gather is a few ns a posting, a lookup a few tens).
+GATHER = 8
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(heap: np.ndarray, size: int) -> None:
+    i = 0
+    value = heap[0]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= value:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = value
+
+
+@njit(cache=True, nogil=True)
+def _sift_up(heap: np.ndarray, i: int) -> None:
+    value = heap[i]
+    while i > 0:
+        parent = (i - 1) // 2
+        if heap[parent] <= value:
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = value
+
+
+@njit(cache=True, nogil=True)
+def _advance(post_ids: np.ndarray, pos: int, end: int, target: int) -> int:
+    """The first position of [pos, end) whose id is >= target: galloping from pos (the next
+    posting is usually near: O(log gap)), then a binary search (positions never move back)."""
+    if pos >= end or post_ids[pos] >= target:
+        return pos
+    step = 1
+    lo = pos  # post_ids[lo] < target
+    while pos + step < end and post_ids[pos + step] < target:
+        lo = pos + step
+        step *= 2
+    hi = min(pos + step, end)  # post_ids[hi] >= target, or hi == end
+    lo += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if post_ids[mid] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def maxscore(
+    post_ids: np.ndarray,
+    weights: np.ndarray,
+    block_max: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    block_starts: np.ndarray,
+    idfs: np.ndarray,
+    alive: np.ndarray,
+    check_alive: bool,
+    k: int,
+    theta: float,
+    shrink: float,
+    scale: float,
+    window: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(chunk ids, approximate scores) of the segment's chunks that can reach the top k, and
+    how many postings were scored (what pruning saved is the rest: tests and benches read it).
+
+    post_ids / weights / block_max are the segment's arrays; term t's run is
+    [starts[t], ends[t]) and its blocks start at block_starts[t]; idfs[t] is its query weight;
+    scale is (k1 + 1) times the float32 margin. theta is the caller's threshold (approximate
+    scale), shrink what turns this segment's k-th best approximate score into one. The chunk
+    ids are cut into windows of `window` ids; in each, a term's bound is the best bound of its
+    blocks there, so the essential / non-essential split (and skipping a window) uses local
+    bounds, as Lucene's MaxScoreBulkScorer does.
+    """
+    n = starts.shape[0]
+    start = starts.astype(np.int64)
+    end = ends.astype(np.int64)
+    first_block = block_starts.astype(np.int64)
+    pos = start.copy()
+    current = np.empty(n, np.int64)  # id at pos (_END when the run is exhausted)
+    local = np.empty(n, np.float64)
+    order = np.empty(n, np.int64)
+    below = np.empty(n, np.float64)
+    lookup = np.empty(n, np.int64)  # the window's non-essential terms looked up per candidate
+    lookup_below = np.empty(n, np.float64)
+    sums = np.zeros(window, np.float64)  # window slot -> essential terms' sum
+    slots = np.empty(window, np.int64)
+    heap = np.empty(max(k, 1), np.float64)
+    size = 0
+    out_ids = np.empty(256, np.int64)
+    out_scores = np.empty(256, np.float64)
+    found = 0
+    scored = 0
+    threshold = theta
+    low = _END
+    for t in range(n):
+        current[t] = post_ids[pos[t]] if pos[t] < end[t] else _END
+        low = min(low, current[t])
+    while low != _END:
+        high = low + window
+        # Local bounds: the best block of each term among those overlapping [low, high).
+        for t in range(n):
+            local[t] = 0.0
+            if current[t] >= high:
+                continue
+            best = 0.0
+            b = (pos[t] - start[t]) // BLOCK
+            first = start[t] + b * BLOCK
+            while first < end[t] and post_ids[first] < high:
+                best = max(best, block_max[first_block[t] + b])
+                b += 1
+                first += BLOCK
+            local[t] = idfs[t] * scale * best
+        # Terms by local bound, ascending (insertion sort: a query has a handful of terms).
+        for i in range(n):
+            t = i
+            j = i - 1
+            while j >= 0 and local[order[j]] > local[t]:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = t
+        total = 0.0
+        for i in range(n):
+            total += local[order[i]]
+            below[i] = total
+        essential = 0  # order[:essential] are non-essential in this window
+        while essential < n and below[essential] < threshold:
+            essential += 1
+        if essential < n:
+            # The essential terms' postings of the window, summed term at a time into a
+            # window-sized accumulator (cache-resident: a few ns a posting, no per-chunk merge).
+            touched = 0
+            for i in range(essential, n):
+                t = order[i]
+                p = pos[t]
+                idf = idfs[t]
+                while p < end[t] and post_ids[p] < high:
+                    slot = post_ids[p] - low
+                    if sums[slot] == 0.0:
+                        slots[touched] = slot
+                        touched += 1
+                    sums[slot] += idf * weights[p]
+                    p += 1
+                scored += p - pos[t]
+                pos[t] = p
+                current[t] = post_ids[p] if p < end[t] else _END
+            if touched * 8 < window:
+                slots[:touched].sort()
+            else:
+                touched = 0
+                for slot in range(window):
+                    if sums[slot] != 0.0:
+                        slots[touched] = slot
+                        touched += 1
+            rest_bound = below[essential - 1] if essential > 0 else 0.0
+            viable = 0
+            for c in range(touched):
+                if sums[slots[c]] + rest_bound >= threshold:
+                    viable += 1
+            # A non-essential term with few window postings per viable candidate is added by
+            # one pass over them (to the candidates' sums only); the others are looked up per
+            # candidate, which stops as soon as the candidate cannot make it.
+            lookups = 0
+            rest_bound = 0.0
+            for i in range(essential):
+                t = order[i]
+                if local[t] == 0.0:
+                    continue
+                q = _advance(post_ids, pos[t], end[t], high)
+                if q - pos[t] <= GATHER * viable:
+                    idf = idfs[t]
+                    for p in range(pos[t], q):
+                        slot = post_ids[p] - low
+                        if sums[slot] != 0.0:
+                            sums[slot] += idf * weights[p]
+                    scored += q - pos[t]
+                    pos[t] = q
+                    current[t] = post_ids[q] if q < end[t] else _END
+                else:
+                    lookup[lookups] = t
+                    rest_bound += local[t]
+                    lookup_below[lookups] = rest_bound
+                    lookups += 1
+            for c in range(touched):
+                slot = slots[c]
+                score = sums[slot]
+                sums[slot] = 0.0
+                if score + rest_bound < threshold:
+                    continue
+                chunk = low + slot
+                if check_alive and not alive[chunk]:
+                    continue
+                possible = True
+                for i in range(lookups - 1, -1, -1):
+                    if score + lookup_below[i] < threshold:
+                        possible = False
+                        break
+                    t = lookup[i]
+                    if current[t] > chunk:
+                        continue
+                    p = _advance(post_ids, pos[t], end[t], chunk)
+                    pos[t] = p
+                    current[t] = post_ids[p] if p < end[t] else _END
+                    if current[t] != chunk:
+                        continue
+                    block_bound = (
+                        idfs[t] * scale * block_max[first_block[t] + (p - start[t]) // BLOCK]
+                    )
+                    rest = lookup_below[i - 1] if i > 0 else 0.0
+                    if score + block_bound + rest < threshold:
+                        possible = False
+                        break
+                    score += idfs[t] * weights[p]
+                    scored += 1
+                if not possible or score < threshold:
+                    continue
+                if found == out_ids.shape[0]:
+                    grown_ids = np.empty(2 * found, np.int64)
+                    grown_ids[:found] = out_ids
+                    out_ids = grown_ids
+                    grown_scores = np.empty(2 * found, np.float64)
+                    grown_scores[:found] = out_scores
+                    out_scores = grown_scores
+                out_ids[found] = chunk
+                out_scores[found] = score
+                found += 1
+                if size < k:
+                    heap[size] = score
+                    size += 1
+                    _sift_up(heap, size - 1)
+                elif score > heap[0]:
+                    heap[0] = score
+                    _sift_down(heap, size)
+                if size == k and heap[0] * shrink > threshold:
+                    threshold = heap[0] * shrink
+        # The next window starts at the first posting at or after this one's end.
+        low = _END
+        for t in range(n):
+            if current[t] < high:
+                pos[t] = _advance(post_ids, pos[t], end[t], high)
+                current[t] = post_ids[pos[t]] if pos[t] < end[t] else _END
+            low = min(low, current[t])
+    return out_ids[:found], out_scores[:found], scored
+
+
+def warm_up(post_ids: np.ndarray, weights: np.ndarray, block_max: np.ndarray) -> None:
+    """Compile (or load from the on-disk cache) the kernel for arrays typed like these.
+
+    numba compiles per argument type (id width, read-only memory maps vs built arrays); doing it
+    when an index is opened keeps the seconds of a first compile off the first query.
+    """
+    one = np.zeros(1, np.int64)
+    maxscore(
+        post_ids[:1],
+        weights[:1],
+        block_max[:1],
+        one,
+        one,
+        one,
+        np.ones(1, np.float64),
+        np.ones(1, dtype=bool),
+        False,
+        1,
+        0.0,
+        1.0,
+        1.0,
+        BLOCK,
+    )
+
+
+def precompile() -> None:
+    """Every variant a process can meet, for images whose package directory is read-only at
+    run time (the Dockerfile runs this at build time, where the cache can be written)."""
+    for ids_dtype in (np.int32, np.int64):
+        for writeable in (True, False):
+            arrays = [np.zeros(1, ids_dtype), np.zeros(1, np.float32), np.zeros(1, np.float32)]
+            for array in arrays:
+                array.flags.writeable = writeable
+            warm_up(*arrays)
