@@ -1,7 +1,7 @@
 """Bounded replay: apply exactly the `docs` events between two offset maps to an index.
 
 The migration gate must compare the shadow and the live index *at the same stream position*.
-The live index belongs to another worker and never stops moving, so the migrator takes its own
+The live index belongs to another worker and never stops moving, so a migration takes its own
 copy (the snapshot it bootstrapped from, at offsets O) and replays O → S, where S is where the
 shadow stands. Both then contain exactly the events before S, and "same documents" is a plain
 comparison of the two document tables.
