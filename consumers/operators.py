@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from consumers.dead_letter import PoisonEvent
 from consumers.source import Record
-from indexer.documents import Change, Deletion, Document
+from indexer.documents import Change, Document
 from indexer.errors import InvalidDocumentError
 from semsearch.events import EventError, decode_doc_event
 
@@ -61,22 +61,3 @@ def split_batch(records: Sequence[Record], validate: Callable[[Document], None])
             continue
         result.add(change, record)
     return result
-
-
-def apply_segments(changes: Sequence[Change]) -> list[list[Change]]:
-    """Split a batch where a tombstone follows an earlier event of the same document.
-
-    `Index.apply` dedupes a batch per document, and a tombstone (delete whatever is held) there
-    forgets the version of an upsert earlier in the same batch, so [upsert v2, tombstone,
-    replayed upsert v2] would end with v2 live instead of deleted. Applying such a batch in two
-    calls gives the sequential answer; it is rare enough that the extra embedding call is free.
-    """
-    segments: list[list[Change]] = [[]]
-    seen: set[str] = set()
-    for change in changes:
-        if isinstance(change, Deletion) and change.version is None and change.doc_id in seen:
-            segments.append([])
-            seen = set()
-        segments[-1].append(change)
-        seen.add(change.doc_id)
-    return [segment for segment in segments if segment]

@@ -18,7 +18,7 @@ import os
 import threading
 
 from consumers.metrics import metrics_port_from_env, serve_metrics
-from consumers.migration_service import start_migrations
+from consumers.migration.service import start_migrations
 from consumers.worker import IndexWorker
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import load_model
@@ -91,7 +91,7 @@ def run_indexer(
         # SEMSEARCH_GROUP_ID names this index's group only: every other index (shadow builds,
         # rollback targets) needs a group of its own, `semsearch-<index id>`.
         worker = IndexWorker.open(model, settings, bootstrap=bootstrap, cache=cache, group_id=settings.group_id)
-        # Model migrations (issue 5, consumers/migration_service.py): control events, shadow
+        # Model migrations (issue 5, consumers/migration/service.py): control events, shadow
         # builds, and a worker per servable index other than this one. Off without REDIS_URL.
         migrations = start_migrations(
             settings, bootstrap=bootstrap, cache=cache, owned_index_id=model.index_id, stop=stop_event

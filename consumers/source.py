@@ -126,6 +126,16 @@ def read_cluster_id(
         return None
 
 
+def lookup_cluster_id(bootstrap: str, timeout_s: float = START_LOOKUP_TIMEOUT_S) -> str | None:
+    """The Kafka cluster id at `bootstrap`, for a caller without a consumer of its own (a
+    migration reading where its offsets point); None like read_cluster_id: unknown, not absent."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "semsearch-cluster-id"})
+    try:
+        return read_cluster_id(consumer, timeout_s=timeout_s)
+    finally:
+        consumer.close()
+
+
 def _describe(positions: dict[tuple[str, int], int]) -> str:
     return ", ".join(f"{topic}[{partition}]@{offset}" for (topic, partition), offset in sorted(positions.items()))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from consumers.dead_letter import DeadLetterQueue
 from consumers.log_end import log_end_offsets
 from consumers.metrics import WorkerMetrics
-from consumers.operators import apply_segments, split_batch
+from consumers.operators import split_batch
 from consumers.source import KafkaSource, Offsets, copy_offsets
 from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
@@ -73,16 +73,6 @@ class StepReport:
     dead_lettered: int = 0
     apply: ApplyReport | None = None
     snapshot: Manifest | None = None
-
-
-def _merge(total: ApplyReport, part: ApplyReport) -> None:
-    total.upserted += part.upserted
-    total.deleted += part.deleted
-    total.stale += part.stale
-    total.rejected.extend(part.rejected)
-    total.chunks_embedded += part.chunks_embedded
-    total.chunks_cached += part.chunks_cached
-    total.embed_seconds += part.embed_seconds
 
 
 class IndexWorker:
@@ -259,14 +249,12 @@ class IndexWorker:
             self.dead_letters.send(batch.poison)
             report.dead_lettered = len(batch.poison)
             self.metrics.dead_lettered(len(batch.poison))
-            report.apply = ApplyReport()
-            refused = []
-            for segment in apply_segments(batch.changes):
-                applied = self.index.apply(segment)
-                _merge(report.apply, applied)
-                # Documents the index refused alone (e.g. NaN embeddings): the rest of the batch
-                # is applied; these are dead-lettered, confirmed before maybe_snapshot below.
-                refused += batch.rejected_poison(applied.rejected_changes, [r for _, r in applied.rejected])
+            report.apply = self.index.apply(batch.changes)
+            # Documents the index refused alone (e.g. NaN embeddings): the rest of the batch is
+            # applied; these are dead-lettered, confirmed before maybe_snapshot below.
+            refused = batch.rejected_poison(
+                report.apply.rejected_changes, [r for _, r in report.apply.rejected]
+            )
             self.dead_letters.send(refused)
             report.dead_lettered += len(refused)
             self.metrics.dead_lettered(len(refused))

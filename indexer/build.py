@@ -13,7 +13,7 @@ from indexer.beir import ReadProblems, read_corpus
 from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.errors import SemsearchError
-from indexer.index import Index
+from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import Manifest, SnapshotStore
 from indexer.writer_lock import DEFAULT_HINT, WriterLock
@@ -27,13 +27,30 @@ BUILD_BATCH_DOCS = 256
 
 @dataclass
 class BuildReport:
-    documents: int = 0
-    chunks_embedded: int = 0
-    chunks_cached: int = 0
-    embed_seconds: float = 0.0
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    # Every batch's ApplyReport folded into one (ApplyReport.add): a build is one long apply.
+    applied: ApplyReport = field(default_factory=ApplyReport)
     unreadable: ReadProblems = field(default_factory=ReadProblems)
     manifest: Manifest | None = None
+
+    @property
+    def documents(self) -> int:
+        return self.applied.upserted
+
+    @property
+    def chunks_embedded(self) -> int:
+        return self.applied.chunks_embedded
+
+    @property
+    def chunks_cached(self) -> int:
+        return self.applied.chunks_cached
+
+    @property
+    def embed_seconds(self) -> float:
+        return self.applied.embed_seconds
+
+    @property
+    def rejected(self) -> list[tuple[str, str]]:
+        return self.applied.rejected
 
 
 def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -82,12 +99,7 @@ def _build(
         total=total, unit="B", unit_scale=True, desc="indexing", disable=not show_progress
     ) as bar:
         for batch in _batches(read_corpus(corpus, report.unreadable), BUILD_BATCH_DOCS):
-            applied = index.apply(batch)
-            report.documents += applied.upserted
-            report.chunks_embedded += applied.chunks_embedded
-            report.chunks_cached += applied.chunks_cached
-            report.embed_seconds += applied.embed_seconds
-            report.rejected.extend(applied.rejected)
+            report.applied.add(index.apply(batch))
             size = sum(len(d.text.encode()) + len(d.title.encode()) for d in batch)
             bar.update(size)
     if report.documents == 0:

@@ -7,11 +7,12 @@ embedding and periodically after; "no" means refuse, never "search anyway".
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from indexer.canaries import CanaryComparison, CanaryProbe, compare
 from indexer.errors import ModelMismatchError
-from indexer.model import EmbeddingModel
+from indexer.model import EmbeddingModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,26 @@ log = logging.getLogger(__name__)
 def describe_recorded(recorded: dict[str, Any]) -> str:
     fingerprint = str(recorded.get("fingerprint", "?"))
     return f"{recorded.get('name', '?')} (fingerprint {fingerprint[:12]}, from {recorded.get('source', '?')})"
+
+
+def model_for_manifest(
+    recorded: dict[str, Any], configured: str | Path | None, *, memory_mb: int
+) -> EmbeddingModel:
+    """The model an index was built with, given its manifest's `model` section: the configured
+    model if its fingerprint matches, else the source the manifest recorded if that directory
+    exists here and matches, else the configured one - which the load then refuses with a
+    ModelMismatchError naming both models. Whatever is returned is still verified on load
+    (ensure_compatible); this only picks which model to try, without trusting the recording."""
+    wanted = recorded.get("fingerprint")
+    model = load_model(configured, memory_mb=memory_mb)
+    if model.info.fingerprint == wanted:
+        return model
+    source = recorded.get("source")
+    if isinstance(source, str) and Path(source).is_dir():
+        candidate = load_model(source, memory_mb=memory_mb)
+        if candidate.info.fingerprint == wanted:
+            return candidate
+    return model
 
 
 def ensure_compatible(

@@ -106,6 +106,19 @@ class ApplyReport:
     def changed(self) -> bool:
         return bool(self.upserted or self.deleted)
 
+    def add(self, other: ApplyReport) -> ApplyReport:
+        """Fold `other` into this report (one batch applied in several calls, a bootstrap or
+        a build applied batch by batch): counts and times add up, rejections are appended."""
+        self.upserted += other.upserted
+        self.deleted += other.deleted
+        self.stale += other.stale
+        self.rejected.extend(other.rejected)
+        self.rejected_changes.extend(other.rejected_changes)
+        self.chunks_embedded += other.chunks_embedded
+        self.chunks_cached += other.chunks_cached
+        self.embed_seconds += other.embed_seconds
+        return self
+
 
 def _utf8_size(text: str) -> int:
     """Bytes of `text` in UTF-8 without encoding it when it is ASCII (one C scan)."""

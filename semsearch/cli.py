@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "indexer.commands",
     "producers.commands",
     "consumers.commands",
-    "consumers.migration_commands",
+    "consumers.migration.commands",
     "query_api.commands",
     "semsearch.stack",
 )

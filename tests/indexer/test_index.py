@@ -7,7 +7,7 @@ from tests_support import chunk_ids_consistent
 
 from indexer.documents import Deletion, Document
 from indexer.errors import InvalidQueryError
-from indexer.index import Index
+from indexer.index import ApplyReport, Index
 
 
 def test_search_modes_find_the_relevant_document(make_index: Callable[..., Index]) -> None:
@@ -169,3 +169,13 @@ def test_metadata_counts_towards_the_document_size_limit(make_index: Callable[..
     assert report.upserted == 0 and index.get("big-meta") is None
     assert [doc_id for doc_id, _ in report.rejected] == ["big-meta"]
     assert "with its metadata" in report.rejected[0][1] and "SEMSEARCH_MAX_DOC_BYTES" in report.rejected[0][1]
+
+
+def test_apply_reports_add_up(make_index: Callable[..., Index]) -> None:
+    index = make_index()
+    total = ApplyReport()
+    total.add(index.apply([Document("s1", "T", "one", 1), Document("s2", "T", "two", 1)]))
+    total.add(index.apply([Document("s1", "T", "one", 1), Deletion("s2", 2)]))
+    assert (total.upserted, total.deleted, total.stale) == (2, 1, 1)
+    assert total.chunks_embedded + total.chunks_cached == 2
+    assert total.rejected == [] and total.rejected_changes == []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from indexer.snapshots import IndexNotFoundError, SnapshotStore, index_dir
 from producers.publisher import Publisher
 from query_api.app import create_app
 from semsearch.cli import main as cli
-from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.embedded.redis import EmbeddedRedis
 from semsearch.events import (
     ControlEvent,
     DeleteEvent,
@@ -53,12 +53,6 @@ pytestmark = pytest.mark.slow
 DISTRACTORS = [doc_id for doc_id, _, _ in DOCS[-10:]]  # judged relevant to no query
 QUERY_TEXTS = list(QUERIES.values())
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = start_embedded_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """`semsearch upgrade-model` and `semsearch rollback`: the operator's two migration verbs.
 
 upgrade-model only publishes a request on `control` (one event; the indexer's migration service
-does the work, see consumers/migration_service.py) and can wait for the outcome. rollback talks
-to Redis directly: it must work when Kafka is the thing that is broken.
+does the work, see consumers/migration/service.py) and can wait for the outcome. rollback talks
+to Redis directly (the same `flip.roll_back` as a `rollback` event): it must work when Kafka is
+the thing that is broken.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from typing import Any
 
 import redis
 
-from consumers.migration_status import status_key
+from consumers.migration.flip import announce_move, roll_back
+from consumers.migration.status import FINISHED_STATES, status_key
 from indexer.errors import SemsearchError
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
 from semsearch.embedded.broker import ensure_topics
-from semsearch.events import Flip, ModelUpgrade
-from semsearch.pointer import Pointer, PointerError, validate_index_id
+from semsearch.events import ModelUpgrade
+from semsearch.pointer import Pointer
 from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_TERMINAL = {"flipped", "rejected", "superseded", "failed", "aborted", "idle"}
 
 
 def _redis_settings() -> Settings:
@@ -81,7 +81,7 @@ def _wait_for_outcome(settings: Settings, request: ModelUpgrade, timeout_s: floa
             if state and state != last_state:
                 print(f"migration: {state}", flush=True)
                 last_state = state
-            if mine and state in _TERMINAL and status.get("outcome"):
+            if mine and state in FINISHED_STATES and status.get("outcome"):
                 print(status.get("message", ""))
                 return 0 if status["outcome"] in ("flipped", "noop") else 1
             time.sleep(0.5)
@@ -96,39 +96,22 @@ def rollback_command(args: argparse.Namespace) -> int:
     assert settings.redis_url
     pointer = Pointer.from_url(settings.redis_url, settings.pointer_key)
     try:
-        current = pointer.get()
-        if args.to:
-            target = validate_index_id(args.to)
-            if target not in pointer.registered():
-                raise PointerError(
-                    f"{target} never passed validation; roll back only to a registered index: "
-                    f"{', '.join(sorted(pointer.registered())) or 'none'}"
-                )
-            if not pointer.compare_and_set(current, target, origin="semsearch rollback"):
-                raise PointerError("the pointer moved while rolling back; run it again")
-            now = target
-        else:
-            now = pointer.rollback(current)
+        move = roll_back(pointer, args.to)
     except redis.RedisError as exc:
         raise SemsearchError(f"Redis at REDIS_URL is unreachable: {exc}") from None
     finally:
         pointer.close()
-    if SnapshotStore(index_dir(settings, now)).latest_generation() is None:
+    if SnapshotStore(index_dir(settings, move.to_index)).latest_generation() is None:
         log.warning(
             "%s has no snapshot under %s; API nodes keep serving %s until it appears",
-            now,
+            move.to_index,
             settings.indexes_dir,
-            current,
+            move.from_index,
         )
-    print(f"active index: {now} (was {current})")
+    print(f"active index: {move.to_index} (was {move.from_index})")
     if settings.kafka_bootstrap:
-        try:
-            with Publisher(settings.kafka_bootstrap) as publisher:
-                publisher.publish_control(
-                    settings.control_topic, Flip(from_index=current, to_index=now)
-                )
-        except SemsearchError as exc:
-            log.warning("rolled back, but the flip event was not published: %s", exc)
+        with Publisher(settings.kafka_bootstrap) as publisher:
+            announce_move(publisher, settings.control_topic, move)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The control consumer accepts requests durably, commits, and leaves the work to the executor.
+"""The wired service: control accepts requests durably, commits, and the executor runs them.
 
 Real embedded broker and Redis. The requests name a model that does not exist, so the executor
 finishes each at once (outcome `failed`) - what is tested is the bookkeeping around it: the
@@ -8,28 +8,20 @@ restart, and the liveness gauge.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from consumers.migration_service import CONTROL_GROUP, MigrationService, request_key
+from consumers.migration.control import CONTROL_GROUP
+from consumers.migration.ledger import request_key
+from consumers.migration.service import MigrationService
 from producers.publisher import Publisher
-from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.embedded.redis import EmbeddedRedis
 from semsearch.events import ModelUpgrade, encode_control_event
 from semsearch.settings import Settings
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = start_embedded_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def _committed(bootstrap: str, topic: str) -> int:
@@ -50,9 +42,8 @@ def test_requests_are_accepted_committed_and_executed_also_after_a_restart(
     live = ModelUpgrade(model=missing, requested_at=2.0, reason="published now")
 
     service = MigrationService(settings, bootstrap=bootstrap, cache=None, owned_index_id="owned-index")
-    client = service.pointer.client
     # As the control loop of a process that died before running it leaves it: pending only.
-    client.hset(service.pending_key, request_key(before_restart), encode_control_event(before_restart)[1])
+    service.ledger.accept(request_key(before_restart), encode_control_event(before_restart)[1])
     with Publisher(bootstrap) as publisher:
         publisher.publish_control(settings.control_topic, live)
 
@@ -61,15 +52,14 @@ def test_requests_are_accepted_committed_and_executed_also_after_a_restart(
     try:
         deadline = time.monotonic() + 60
         keys = {request_key(before_restart), request_key(live)}
-        while not (keys <= {k.decode() if isinstance(k, bytes) else k for k in client.hkeys(service.requests_key)}):
+        while not all(service.ledger.handled(key) for key in keys):
             assert time.monotonic() < deadline, "requests not executed within 60 s"
             threading.Event().wait(0.05)
         for key in keys:
-            raw = client.hget(service.requests_key, key)
-            assert raw is not None
-            outcome = json.loads(raw)
+            outcome = service.ledger.outcome(key)
+            assert outcome is not None
             assert outcome["outcome"] == "failed" and outcome["message"], outcome
-        assert client.hlen(service.pending_key) == 0, "finished requests must leave the pending ledger"
+        assert service.ledger.pending() == [], "finished requests must leave the pending ledger"
         while _committed(bootstrap, settings.control_topic) != 1:
             assert time.monotonic() < deadline, "the control offset was never committed"
             threading.Event().wait(0.1)

@@ -1,10 +1,12 @@
-"""The shadow index's starting point: which model, and the serving index's documents re-embedded.
+"""The shadow index before its gate: bootstrapped from the serving index, then caught up.
 
 A migration never replays the whole `docs` topic (retention may not even hold it): the serving
 index's newest snapshot already holds every live document, the versions of deleted ones and the
 offsets they correspond to. Re-embedding its document table with the new model, in batches
 through `Index.apply` (whose embedding cache makes a repeated or rolled-back migration nearly
 free), gives a shadow index equal to "the live index at those offsets, in the new model's space".
+An IndexWorker of the shadow then tails `docs` from those offsets until it is less than one
+batch behind: the gate needs no more, it compares at whatever offsets the shadow reached.
 """
 
 from __future__ import annotations
@@ -13,55 +15,24 @@ import itertools
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from consumers.migration_status import MIGRATION_CHUNKS, MIGRATION_PROGRESS, MigrationStatus
+from consumers.migration.errors import MigrationAborted, MigrationError
+from consumers.migration.status import (
+    MIGRATION_CHUNKS,
+    MIGRATION_LAG,
+    MIGRATION_PROGRESS,
+    MigrationStatus,
+)
+from consumers.worker import IndexWorker
 from indexer.documents import Deletion, Document
-from indexer.errors import SemsearchError
-from indexer.index import Index
-from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
-from indexer.snapshots import Manifest
-from semsearch.settings import Settings
+from indexer.index import ApplyReport, Index
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_BATCH_DOCS = 128
-_BUNDLED_ALIASES = {BUNDLED_NAME, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "bundled"}
-
-
-class MigrationError(SemsearchError):
-    """A migration could not be carried out; the serving index is unchanged."""
-
-
-class MigrationAborted(MigrationError):
-    """The process is stopping; the migration will start over when it restarts."""
-
-
-def resolve_model_source(name: str) -> str | None:
-    """A model-upgrade's `model`: a directory on this host, or the bundled model's name."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if name in _BUNDLED_ALIASES:
-        return None
-    raise MigrationError(
-        f"model {name!r} is not a directory on the indexer's host nor a known model name; "
-        "publish the absolute path of a sentence-transformers model directory that the "
-        "indexer can read (semsearch upgrade-model --model /path/to/model)"
-    )
-
-
-def model_for_manifest(settings: Settings, manifest: Manifest) -> EmbeddingModel:
-    """The model an index was built with: the configured one if it matches, else the recorded
-    source. Whatever is returned is still verified by SnapshotStore.load."""
-    configured = load_model(settings.model, memory_mb=settings.embed_memory_mb)
-    if configured.info.fingerprint == manifest.model.get("fingerprint"):
-        return configured
-    recorded = manifest.model.get("source")
-    if isinstance(recorded, str) and Path(recorded).is_dir():
-        return load_model(recorded, memory_mb=settings.embed_memory_mb)
-    return configured
+CATCH_UP_TIMEOUT_S = 1800.0
+_STATUS_EVERY_S = 0.5
 
 
 def bootstrap_shadow(
@@ -76,9 +47,8 @@ def bootstrap_shadow(
         total = len(live.documents)
         deleted = live.documents.deleted_versions
         records = iter(live.documents)
-    stats: dict[str, Any] = {"documents": total, "chunks_embedded": 0, "chunks_cached": 0}
+    applied = ApplyReport()
     started = time.monotonic()
-    embed_seconds = 0.0
     done = 0
     status.update("bootstrapping", progress={"documents_done": 0, "documents_total": total})
     while True:
@@ -91,24 +61,22 @@ def bootstrap_shadow(
             ]
         if not batch:
             break
-        applied = shadow.apply(batch)
-        for doc_id, reason in applied.rejected:
+        part = shadow.apply(batch)
+        for doc_id, reason in part.rejected:
             log.error("migration: the new model's index rejected %s: %s", doc_id, reason)
-        stats["chunks_embedded"] += applied.chunks_embedded
-        stats["chunks_cached"] += applied.chunks_cached
-        embed_seconds += applied.embed_seconds
-        MIGRATION_CHUNKS.inc(applied.chunks_embedded)
+        applied.add(part)
+        MIGRATION_CHUNKS.inc(part.chunks_embedded)
         done += len(batch)
         MIGRATION_PROGRESS.set(min(1.0, done / total) if total else 1.0)
         elapsed = time.monotonic() - started
-        chunks = stats["chunks_embedded"] + stats["chunks_cached"]
+        chunks = applied.chunks_embedded + applied.chunks_cached
         status.update(
             "bootstrapping",
             progress={
                 "documents_done": done,
                 "documents_total": total,
                 "chunks": chunks,
-                "chunks_embedded": stats["chunks_embedded"],
+                "chunks_embedded": applied.chunks_embedded,
                 "chunks_per_s": round(chunks / elapsed, 2) if elapsed > 0 else None,
             },
         )
@@ -117,18 +85,52 @@ def bootstrap_shadow(
         shadow.apply(deletions[offset : offset + BOOTSTRAP_BATCH_DOCS * 8])
     MIGRATION_PROGRESS.set(1.0)
     elapsed = time.monotonic() - started
-    chunks = stats["chunks_embedded"] + stats["chunks_cached"]
-    stats.update(
-        bootstrap_seconds=round(elapsed, 3),
-        embed_seconds=round(embed_seconds, 3),
-        chunks=chunks,
-        chunks_per_s=round(chunks / elapsed, 2) if elapsed > 0 else None,
-    )
+    chunks = applied.chunks_embedded + applied.chunks_cached
     log.info(
         "migration: re-embedded %d documents / %d chunks in %.1fs (%d from the cache)",
         done,
         chunks,
         elapsed,
-        stats["chunks_cached"],
+        applied.chunks_cached,
     )
-    return stats
+    return {
+        "documents": total,
+        "chunks_embedded": applied.chunks_embedded,
+        "chunks_cached": applied.chunks_cached,
+        "bootstrap_seconds": round(elapsed, 3),
+        "embed_seconds": round(applied.embed_seconds, 3),
+        "chunks": chunks,
+        "chunks_per_s": round(chunks / elapsed, 2) if elapsed > 0 else None,
+    }
+
+
+def catch_up(
+    worker: IndexWorker,
+    *,
+    status: MigrationStatus,
+    stop: threading.Event,
+    timeout_s: float = CATCH_UP_TIMEOUT_S,
+) -> None:
+    """Step the shadow worker until every assigned partition is known and the lag is at most
+    one batch (SEMSEARCH_BATCH_MAX_EVENTS); the worker is then left paused (not stepped)."""
+    settings = worker.settings
+    deadline = time.monotonic() + timeout_s
+    last_status = 0.0
+    while True:
+        if stop.is_set():
+            raise MigrationAborted("stopped while the shadow index was catching up")
+        if time.monotonic() > deadline:
+            raise MigrationError(
+                f"the shadow index did not catch up with {settings.docs_topic} within "
+                f"{timeout_s:.0f}s; the topic grows faster than the new model embeds"
+            )
+        worker.step()
+        lags = worker.source.lag()
+        lag = sum(lags.values())
+        MIGRATION_LAG.set(lag)
+        if time.monotonic() - last_status > _STATUS_EVERY_S:
+            last_status = time.monotonic()
+            status.update("catching-up", progress={"lag": lag, "offsets": worker.offsets})
+        assigned = worker.source.assigned
+        if assigned and len(lags) == len(assigned) and lag <= settings.batch_max_events:
+            return

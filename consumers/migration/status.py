@@ -4,8 +4,9 @@ The API shows it in `GET /index` (`migration`): its IndexHolder reads the Redis 
 `<namespace>:migration` (the pointer key's namespace, e.g. `semsearch:migration`) and falls back
 to `<data dir>/status.json` when Redis is unreachable - so both are written, the file
 atomically. Prometheus gets the state as an enum plus progress and outcome counters, for
-dashboards and for alerting on a rejected or stuck migration. `MigrationOutcome` is how one
-request ended; it is recorded in Redis with the request so it is handled only once.
+dashboards and for alerting on a rejected or stuck migration. Gate reports and flips are also
+announced on `control`, for observers. How one request ended is the orchestrator's
+`MigrationOutcome`; this module only publishes.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from prometheus_client import Counter, Enum, Gauge
 
+from indexer.errors import SemsearchError
+from producers.publisher import Publisher
+from semsearch.events import ControlEvent
 from semsearch.pointer import Pointer
-
-if TYPE_CHECKING:  # types only: status must stay importable without the worker stack
-    from consumers.worker import IndexWorker
-    from indexer.validation import GateReport
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,8 @@ STATES = (
     "failed",
     "aborted",
 )
+# States in which no migration is running: the last one ended (or none ran).
+FINISHED_STATES = frozenset({"idle", "flipped", "rejected", "superseded", "failed", "aborted"})
 
 MIGRATION_STATE = Enum(
     "semsearch_migration_state",
@@ -74,31 +75,9 @@ MIGRATIONS = Counter(
 
 
 def status_key(pointer_key: str) -> str:
+    """The Redis key of the status document, in the pointer key's namespace."""
     namespace = pointer_key.rsplit(":", 1)[0] if ":" in pointer_key else pointer_key
     return f"{namespace}:migration"
-
-
-@dataclass
-class MigrationOutcome:
-    """How one model-upgrade request ended."""
-
-    outcome: str  # flipped | rejected | superseded | failed | noop | aborted
-    from_index: str | None
-    to_index: str | None
-    message: str
-    report: GateReport | None = None
-    worker: IndexWorker | None = None  # flipped: keeps the new index fresh (caller runs it)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome,
-            "from_index": self.from_index,
-            "to_index": self.to_index,
-            "message": self.message,
-            "gate": self.report.to_json() if self.report else None,
-            "stats": self.stats,
-        }
 
 
 class MigrationStatus:
@@ -147,3 +126,14 @@ class MigrationStatus:
             log.warning("migration status not written to %s: %s", self.path, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def announce(publisher: Publisher | None, topic: str, event: ControlEvent) -> None:
+    """Publish a `gate-report` or `flip` event on control, for observers; a failure is logged,
+    never raised: the Redis pointer is the truth, the event only reports it."""
+    if publisher is None:
+        return
+    try:
+        publisher.publish_control(topic, event)
+    except SemsearchError as exc:
+        log.error("could not publish %s on %s: %s", event.TYPE, topic, exc)

@@ -1,7 +1,7 @@
 """Bounded replay: apply exactly the `docs` events between two offset maps to an index.
 
 The migration gate must compare the shadow and the live index *at the same stream position*.
-The live index belongs to another worker and never stops moving, so the migrator takes its own
+The live index belongs to another worker and never stops moving, so a migration takes its own
 copy (the snapshot it bootstrapped from, at offsets O) and replays O → S, where S is where the
 shadow stands. Both then contain exactly the events before S, and "same documents" is a plain
 comparison of the two document tables.
@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumers.operators import apply_segments, split_batch
-from consumers.source import START_LOOKUP_TIMEOUT_S, Offsets, Record, copy_offsets, read_cluster_id
+from consumers.operators import split_batch
+from consumers.source import Offsets, Record, copy_offsets
 from consumers.worker import CLUSTER_KEY
 from indexer.errors import SemsearchError
-from indexer.index import Index
+from indexer.index import ApplyReport, Index
 from indexer.snapshots import Manifest
 
 log = logging.getLogger(__name__)
@@ -39,20 +39,12 @@ class ReplayError(SemsearchError):
 
 @dataclass
 class ReplayReport:
+    """What a replay read and applied; `reached` is where every partition stands afterwards."""
+
+    reached: Offsets
     events: int = 0
-    upserted: int = 0
-    deleted: int = 0
     poison: int = 0
-    reached: Offsets | None = None
-
-
-def cluster_id(bootstrap: str, timeout_s: float = START_LOOKUP_TIMEOUT_S) -> str | None:
-    """The Kafka cluster id at `bootstrap` (None if it cannot be read now: unknown, not absent)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "semsearch-cluster-id"})
-    try:
-        return read_cluster_id(consumer, timeout_s=timeout_s)
-    finally:
-        consumer.close()
+    applied: ApplyReport = field(default_factory=ApplyReport)
 
 
 def offsets_in(manifest: Manifest, cluster: str | None) -> Offsets:
@@ -82,7 +74,6 @@ def replay(
     worker that owns the topic dead-letters them; a replay only mirrors what it applied).
     """
     report = ReplayReport(reached=copy_offsets(start))
-    assert report.reached is not None
     remaining: dict[tuple[str, int], int] = {}
     assignments: list[TopicPartition] = []
     for topic, parts in end.items():
@@ -138,10 +129,7 @@ def replay(
 
 
 def _apply(index: Index, records: list[Record], report: ReplayReport) -> None:
-    batch = split_batch(records, index.validate_document)
+    batch = split_batch(records, index.validate_document)  # exactly as the worker decodes
     report.events += len(records)
     report.poison += len(batch.poison)
-    for segment in apply_segments(batch.changes):  # exactly as the worker applies a batch
-        applied = index.apply(segment)
-        report.upserted += applied.upserted
-        report.deleted += applied.deleted
+    report.applied.add(index.apply(batch.changes))

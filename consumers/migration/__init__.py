@@ -1,0 +1,1 @@
+"""Model migrations: control events in; shadow bootstrap, catch-up, gate at equal offsets, flip."""
