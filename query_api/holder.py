@@ -70,7 +70,6 @@ class IndexHolder:
             redis_url if redis_url is not None else settings.redis_url, settings.pointer_key, self.metrics
         )
         self.loader = IndexLoader(settings, self.metrics)
-        self.metrics.attach(self)
         # Serve the configured model's index while the pointer is unset (e.g. after
         # `semsearch build`, before any indexer set the pointer).
         self.use_default_index = use_default_index
@@ -82,6 +81,7 @@ class IndexHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.metrics.attach(self)  # last: a scrape reads the state set up above
 
     # -- what requests and scrapes read ---------------------------------------------------
     @property

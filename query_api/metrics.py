@@ -134,12 +134,12 @@ class ApiMetrics:
 
 class _ServedCollector(Collector):
     def __init__(self, state: ServedState) -> None:
-        self.holder = state
+        self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        serving = self.holder.current
+        serving = self.state.current
         redis_up = GaugeMetricFamily("semsearch_redis_up", "1 if the last pointer read reached Redis")
-        redis_up.add_metric([], 1.0 if self.holder.redis_up else 0.0)
+        redis_up.add_metric([], 1.0 if self.state.redis_up else 0.0)
         yield redis_up
         ready = GaugeMetricFamily("semsearch_ready", "1 while an index is loaded and verified")
         ready.add_metric([], 1.0 if serving is not None else 0.0)
@@ -150,7 +150,7 @@ class _ServedCollector(Collector):
             labels=["index_id", "model_fingerprint"],
         )
         pointer = InfoMetricFamily("semsearch_pointer", "The pointer value last read from Redis")
-        pointer.add_metric([], {"value": self.holder.pointer_value or ""})
+        pointer.add_metric([], {"value": self.state.pointer_value or ""})
         yield pointer
         if serving is None:
             yield info
