@@ -12,6 +12,9 @@ Usage (one call per loop iteration; cheap when not due):
 
     monitor = DriftMonitor.for_index(index, manifest, interval_s=settings.drift_check_s)
     monitor.maybe_check()        # raises ModelMismatchError naming both models
+
+The one implementation of the periodic check: the indexer's worker and the API's holder both
+use it. The API passes its own gauge (query_api.metrics) since its metrics live in its registry.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ _GAUGES_LOCK = threading.Lock()
 def mismatch_gauge(registry: CollectorRegistry | None = None) -> Gauge:
     """`semsearch_model_mismatch{index_id}` in `registry` (default: the process registry).
 
-    One gauge per registry: the API keeps its own registry, the indexer uses the default one,
-    and a registry refuses the same metric name twice.
+    One gauge per registry: the indexer uses the default one, tests their own, and a registry
+    refuses the same metric name twice. (The API defines its own, in query_api.metrics.)
     """
     target = registry if registry is not None else REGISTRY
     with _GAUGES_LOCK:
@@ -72,15 +75,17 @@ class DriftMonitor:
         *,
         interval_s: float,
         registry: CollectorRegistry | None = None,
+        gauge: Gauge | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`gauge` (labelled index_id) is set 0/1 by each check; default: mismatch_gauge(registry)."""
         self.model = model
         self.recorded = recorded
         self.canaries = canaries
         self.index_id = index_id
         self.interval_s = max(0.0, interval_s)
         self.error: str | None = None
-        self._gauge = mismatch_gauge(registry).labels(index_id)
+        self._gauge = (gauge if gauge is not None else mismatch_gauge(registry)).labels(index_id)
         self._clock = clock
         self._last_check = clock()
         self._gauge.set(0)
@@ -93,6 +98,7 @@ class DriftMonitor:
         *,
         interval_s: float,
         registry: CollectorRegistry | None = None,
+        gauge: Gauge | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> DriftMonitor:
         """Watch `model` against what `manifest` recorded (the API's case: it loaded a snapshot)."""
@@ -103,6 +109,7 @@ class DriftMonitor:
             manifest.index_id,
             interval_s=interval_s,
             registry=registry,
+            gauge=gauge,
             clock=clock,
         )
 
@@ -114,6 +121,7 @@ class DriftMonitor:
         *,
         interval_s: float,
         registry: CollectorRegistry | None = None,
+        gauge: Gauge | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> DriftMonitor:
         """Watch an open index's model (the worker's case). Without a manifest (a brand-new
@@ -129,6 +137,7 @@ class DriftMonitor:
             index.index_id,
             interval_s=interval_s,
             registry=registry,
+            gauge=gauge,
             clock=clock,
         )
 

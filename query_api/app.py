@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.errors import InvalidQueryError
-from query_api.holder import IndexHolder, Serving
+from query_api.holder import IndexHolder
 from query_api.schemas import (
     DocumentOut,
     ErrorOut,
@@ -39,6 +39,7 @@ from query_api.schemas import (
     SearchResponse,
     check_search,
 )
+from query_api.serving import Serving
 from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

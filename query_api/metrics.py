@@ -2,21 +2,24 @@
 
 Each API instance gets its own CollectorRegistry (not the global default) so that tests and
 benchmarks can create several apps in one process. Gauges that describe the served index are
-computed at scrape time from the IndexHolder (a custom collector), so they can never disagree
-with what /index and /readyz report.
+computed at scrape time from the holder (a custom collector reading the `ServedState` protocol),
+so they can never disagree with what /index and /readyz report. This module is the bottom of
+query_api: it imports nothing of the package, the holder and its parts import it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from query_api.holder import IndexHolder
+from indexer.index import Index
+
+log = logging.getLogger(__name__)
 
 # Embedding one query costs ~10-30 ms on two cores; BM25 alone is sub-millisecond.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -24,8 +27,39 @@ RESULT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 SIMILARITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
+class ServedIndex(Protocol):
+    """What a scrape reads of the index being served (query_api.serving.Serving is one)."""
+
+    @property
+    def index(self) -> Index: ...
+
+    @property
+    def index_id(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def model_fingerprint(self) -> str: ...
+
+    def snapshot_age_s(self) -> float: ...
+
+
+class ServedState(Protocol):
+    """What a scrape reads of the process's serving state (query_api.holder.IndexHolder is one)."""
+
+    @property
+    def current(self) -> ServedIndex | None: ...
+
+    @property
+    def redis_up(self) -> bool: ...
+
+    @property
+    def pointer_value(self) -> str | None: ...
+
+
 class ApiMetrics:
-    """The counters and histograms the API and the holder update."""
+    """The counters, histograms and gauges the API and the holder's parts update."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -77,20 +111,35 @@ class ApiMetrics:
             "Failed attempts to read the pointer from Redis",
             registry=self.registry,
         )
+        # Same name and help as indexer.drift.mismatch_gauge (the indexer's, in the process
+        # registry): one alert rule covers both. The API sets it through DriftMonitor(gauge=).
+        self.model_mismatch = Gauge(
+            "semsearch_model_mismatch",
+            "1 while the loaded model does not reproduce the index's vector space "
+            "(fingerprint or canaries differ from the manifest); the process refuses the index",
+            ["index_id"],
+            registry=self.registry,
+        )
 
-    def attach(self, holder: IndexHolder) -> None:
-        """Export the holder's state (served index, sizes, Redis) at every scrape."""
-        self.registry.register(_HolderCollector(holder))
+    def count_skipped(self, index_id: str, skipped: Mapping[int, str]) -> None:
+        """Generations that could not be loaded or applied: counted, and logged with why."""
+        for generation in sorted(skipped):
+            self.generations_skipped.labels(index_id).inc()
+            log.warning("%s: generation %d skipped: %s", index_id, generation, skipped[generation])
+
+    def attach(self, state: ServedState) -> None:
+        """Export the serving state (served index, sizes, Redis) at every scrape."""
+        self.registry.register(_ServedCollector(state))
 
 
-class _HolderCollector(Collector):
-    def __init__(self, holder: IndexHolder) -> None:
-        self.holder = holder
+class _ServedCollector(Collector):
+    def __init__(self, state: ServedState) -> None:
+        self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        serving = self.holder.current
+        serving = self.state.current
         redis_up = GaugeMetricFamily("semsearch_redis_up", "1 if the last pointer read reached Redis")
-        redis_up.add_metric([], 1.0 if self.holder.redis_up else 0.0)
+        redis_up.add_metric([], 1.0 if self.state.redis_up else 0.0)
         yield redis_up
         ready = GaugeMetricFamily("semsearch_ready", "1 while an index is loaded and verified")
         ready.add_metric([], 1.0 if serving is not None else 0.0)
@@ -101,7 +150,7 @@ class _HolderCollector(Collector):
             labels=["index_id", "model_fingerprint"],
         )
         pointer = InfoMetricFamily("semsearch_pointer", "The pointer value last read from Redis")
-        pointer.add_metric([], {"value": self.holder.pointer_value or ""})
+        pointer.add_metric([], {"value": self.state.pointer_value or ""})
         yield pointer
         if serving is None:
             yield info

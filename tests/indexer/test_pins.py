@@ -18,6 +18,8 @@ from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from query_api.holder import IndexHolder
+from query_api.loader import IndexLoader
+from query_api.metrics import ApiMetrics
 from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,14 +115,14 @@ def test_a_load_racing_gc_keeps_its_generation(
     assert loaded.count() == writer.count()
 
 
-def test_the_api_holder_pins_the_generation_while_its_model_loads(
+def test_the_api_loader_pins_the_generation_while_its_model_loads(
     make_index: Callable[..., Index], model: EmbeddingModel, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = make_index(MANY)
     store = SnapshotStore(index_dir(settings, model.index_id), keep=2)
     store.write(writer)
-    holder = IndexHolder(settings, redis_url="")
-    pick = holder._model_for
+    loader = IndexLoader(settings, ApiMetrics())
+    pick = loader._model_for
     held: list[list[int]] = []
 
     def slow_model_for(manifest: Any) -> EmbeddingModel:
@@ -130,8 +132,8 @@ def test_the_api_holder_pins_the_generation_while_its_model_loads(
         held.append(store.generations())  # the manifest that picked the model is still there
         return chosen
 
-    monkeypatch.setattr(holder, "_model_for", slow_model_for)
-    serving = holder.load(model.index_id, "default")
+    monkeypatch.setattr(loader, "_model_for", slow_model_for)
+    serving = loader.load(model.index_id, "default")
     assert serving.index.count() == writer.count()
     assert held == [[1, 3, 4]] and serving.generation == 4
     # The load's pin on 1 is released; the generation served (4) stays pinned while served.

@@ -1,4 +1,6 @@
-"""IndexHolder against a real embedded Redis and real snapshots: flips, refusals, outages, NRT."""
+"""IndexHolder, the composition, against a real embedded Redis and real snapshots: flips,
+refusals, outages, NRT and drift as a request sees them (the parts: test_watcher, test_loader,
+test_refresher, test_serving)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from migration_models import incident_variant, make_variant
 from tests_support import wait_until
 
 from indexer.documents import Document
-from indexer.snapshots import SnapshotStore
+from indexer.embedding_cache import EmbeddingCache
+from indexer.index import Index
+from indexer.model import EmbeddingModel
+from indexer.snapshots import SnapshotStore, index_dir
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
 from semsearch.pointer import Pointer
@@ -239,28 +246,36 @@ def test_unset_pointer_serves_the_configured_models_index(
         fallback.stop()
 
 
-def test_refresh_reuses_loaded_sealed_segments(
-    holder: IndexHolder, pointer: Pointer, build_index: BuildIndex, extra_doc: Document
+
+def test_a_model_drifting_under_the_process_stops_being_served(
+    settings: Settings, pointer: Pointer, embedding_cache: EmbeddingCache, extra_doc: Document, tmp_path: Path
 ) -> None:
-    """Near-real-time reopen reads only what is new: a sealed segment is loaded once."""
-    topics = ("rainfall", "soil acidity", "bird counts", "river flow")
-    notes = [
-        Document(f"n{i}", f"Note {i}", f"Field note {i} records {topics[i % 4]} at site {i * 7}.", 1)
-        for i in range(64)  # seal_chunks=64 in these settings: one sealed IVF segment
-    ]
-    writer, store = build_index("idx-a", docs=notes)
-    assert len(writer.vectors.sealed) == 1
-    pointer.set_if_unset("idx-a")
-    holder.poll_once()
-    served = holder.current
-    assert served is not None
-    sealed = list(served.index.vectors.sealed)
-    assert len(sealed) == 1
-    writer.apply([extra_doc])
-    store.write(writer)
-    holder.poll_once()
-    refreshed = holder.current
-    assert refreshed is not None and refreshed.generation == 2
-    assert refreshed.index.get("d11") is not None
-    assert refreshed.index.vectors.sealed == sealed and refreshed.index.vectors.sealed[0] is sealed[0]
-    assert [h.doc_id for h in refreshed.index.search("antibiotic resistance", k=1)] == ["d11"]
+    """indexer.drift.DriftMonitor re-proves the served model every drift_check_s; on "no" the
+    API stops answering (rather than search another space) and says so in status and metrics."""
+    models = tmp_path / "models"
+    variant = make_variant(models, "all-minilm-l6-v2")  # its own copy: the test changes it
+    configured = settings.with_overrides(model=str(variant), drift_check_s=0.0)
+    built = EmbeddingModel(variant)
+    index = Index.create(built, configured, embedding_cache)
+    index.apply([extra_doc])
+    SnapshotStore(index_dir(configured, index.index_id)).write(index)
+    pointer.set_if_unset(index.index_id)
+    holder = IndexHolder(configured, use_default_index=False)
+    try:
+        holder.poll_once()
+        serving = holder.current
+        assert serving is not None and serving.index_id == index.index_id
+        mismatch = {"index_id": index.index_id}
+        assert holder.metrics.registry.get_sample_value("semsearch_model_mismatch", mismatch) == 0.0
+        holder.poll_once()
+        assert holder.current is serving, "a model that still matches keeps being served"
+        other = EmbeddingModel(incident_variant(models))
+        serving.index.model._model[0].processor = other._model[0].processor  # the library changed
+        holder.poll_once()
+        assert holder.current is None
+        assert "model_mismatch" in (holder.last_error or "")
+        assert invalid_count(holder, "model_mismatch") == 1
+        assert holder.metrics.registry.get_sample_value("semsearch_model_mismatch", mismatch) == 1.0
+        assert not list((serving.store.root / "pins").glob("*.*.*")), "its pin is released"
+    finally:
+        holder.stop()

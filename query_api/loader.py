@@ -1,0 +1,124 @@
+"""IndexLoader: from an index id to a complete, verified `Serving` - or a refusal saying why.
+
+Loading is all-or-nothing and swaps nothing: checksums, the model's fingerprint and canaries
+(SnapshotStore.load → indexer.compatibility) are verified before the caller ever sees the
+result, so a flip can keep serving the old index until the new one is whole. Models are cached
+per process by fingerprint: a flip between indexes of the same model reuses its weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
+from indexer.model import EmbeddingModel, load_model
+from indexer.pins import StandingPin
+from indexer.snapshots import Manifest, SnapshotStore, index_dir
+from query_api.metrics import ApiMetrics
+from query_api.serving import Serving
+from semsearch.pointer import InvalidPointerError, validate_index_id
+from semsearch.settings import Settings
+
+# What a load can fail with, short of a bug: the caller refuses the index and keeps serving.
+LOAD_ERRORS: tuple[type[Exception], ...] = (SemsearchError, OSError, ValueError, KeyError)
+
+
+def refusal(exc: Exception) -> tuple[str, str]:
+    """(reason, message) for a failed load: the reason labels semsearch_pointer_invalid."""
+    if isinstance(exc, InvalidPointerError):
+        return "invalid_id", str(exc)
+    if isinstance(exc, IndexNotFoundError):
+        return "unknown_index", str(exc)
+    if isinstance(exc, ModelMismatchError):
+        return "model_mismatch", str(exc)
+    if isinstance(exc, (SnapshotError, OSError, ValueError, KeyError)):
+        return "snapshot_error", f"{type(exc).__name__}: {exc}"
+    return "load_error", str(exc)
+
+
+class IndexLoader:
+    """Loads generations of indexes under `settings.indexes_dir` with the model each was built with."""
+
+    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._models: dict[str, EmbeddingModel] = {}
+
+    def default_index_id(self) -> str | None:
+        """The configured model's index, if it has a generation (served while the pointer is
+        unset, e.g. after `semsearch build`). Raises SemsearchError if that model cannot load."""
+        model = self._model(self.settings.model)
+        root = self.settings.indexes_dir / model.index_id
+        return model.index_id if SnapshotStore(root).latest_generation() is not None else None
+
+    def latest_generation_of(self, index_id: str) -> int | None:
+        try:
+            return SnapshotStore(index_dir(self.settings, index_id)).latest_generation()
+        except (SemsearchError, OSError):
+            return None
+
+    def load(self, index_id: str, origin: str = "pointer") -> Serving:
+        """Load and verify an index completely; nothing is swapped (the caller does that).
+
+        Serves the newest generation that LOADS: a truncated manifest or a corrupt file makes it
+        fall back to an older generation, logged and counted (semsearch_generations_skipped).
+        The generation whose manifest picks the model is pinned meanwhile, so the writer's GC
+        cannot remove it while the model loads; the returned Serving keeps a pin on the generation
+        it serves (`Serving.hold`) until it is refreshed past it, flipped away from or stopped.
+        A reader never repairs anything.
+        """
+        validate_index_id(index_id)
+        store = SnapshotStore(index_dir(self.settings, index_id), keep=self.settings.keep_generations)
+        skipped: dict[int, str] = {}
+        hold = StandingPin()
+        try:
+            pin, manifest = store.pin_latest(on_skip=skipped.setdefault)
+            hold = StandingPin(pin)
+            model = self._model_for(manifest)
+            index, manifest = store.load(
+                model, self.settings, None, fallback=True, on_skip=skipped.setdefault
+            )
+            # Newer (written while the model loaded): the held pin protects its rows too; older
+            # (the newest failed to load): it must be pinned itself, or the load is retried.
+            try:
+                hold.move_to(manifest.generation, store.pin)
+            except IndexNotFoundError:
+                raise SnapshotError(
+                    f"generation {manifest.generation} of {store.root} was collected right after "
+                    "it loaded (the writer moved on); the next poll loads a newer one"
+                ) from None
+        except BaseException:
+            hold.release()
+            raise
+        finally:
+            self.metrics.count_skipped(index_id, skipped)
+        if index.index_id != index_id:
+            hold.release()
+            raise SnapshotError(
+                f"{store.root} holds index {index.index_id!r}, not {index_id!r}; the directory was "
+                "renamed or copied - rebuild it or point at its real id"
+            )
+        return Serving(index, manifest, store, time.time(), origin, hold)
+
+    def _model(self, source: str | None) -> EmbeddingModel:
+        model = load_model(source, memory_mb=self.settings.embed_memory_mb)
+        self._models.setdefault(model.info.fingerprint, model)
+        return model
+
+    def _model_for(self, manifest: Manifest) -> EmbeddingModel:
+        """The model an index was built with, loaded once per process (a flip between indexes
+        of the same model reuses its weights). The configured model is tried first, then the
+        source recorded in the manifest; SnapshotStore.load still verifies whichever we pick."""
+        wanted = manifest.model.get("fingerprint")
+        if isinstance(wanted, str) and wanted in self._models:
+            return self._models[wanted]
+        configured = self._model(self.settings.model)
+        if configured.info.fingerprint == wanted:
+            return configured
+        recorded = manifest.model.get("source")
+        if isinstance(recorded, str) and Path(recorded).is_dir():
+            candidate = self._model(recorded)
+            if candidate.info.fingerprint == wanted:
+                return candidate
+        return configured  # load() will refuse it with a ModelMismatchError naming both models
