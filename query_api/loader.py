@@ -9,8 +9,8 @@ per process by fingerprint: a flip between indexes of the same model reuses its 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from indexer.compatibility import model_for_manifest
 from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
 from indexer.model import EmbeddingModel, load_model
 from indexer.pins import StandingPin
@@ -43,12 +43,11 @@ class IndexLoader:
     def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._models: dict[str, EmbeddingModel] = {}
 
     def default_index_id(self) -> str | None:
         """The configured model's index, if it has a generation (served while the pointer is
         unset, e.g. after `semsearch build`). Raises SemsearchError if that model cannot load."""
-        model = self._model(self.settings.model)
+        model = load_model(self.settings.model, memory_mb=self.settings.embed_memory_mb)
         root = self.settings.indexes_dir / model.index_id
         return model.index_id if SnapshotStore(root).latest_generation() is not None else None
 
@@ -101,24 +100,10 @@ class IndexLoader:
             )
         return Serving(index, manifest, store, time.time(), origin, hold)
 
-    def _model(self, source: str | None) -> EmbeddingModel:
-        model = load_model(source, memory_mb=self.settings.embed_memory_mb)
-        self._models.setdefault(model.info.fingerprint, model)
-        return model
-
     def _model_for(self, manifest: Manifest) -> EmbeddingModel:
-        """The model an index was built with, loaded once per process (a flip between indexes
-        of the same model reuses its weights). The configured model is tried first, then the
-        source recorded in the manifest; SnapshotStore.load still verifies whichever we pick."""
-        wanted = manifest.model.get("fingerprint")
-        if isinstance(wanted, str) and wanted in self._models:
-            return self._models[wanted]
-        configured = self._model(self.settings.model)
-        if configured.info.fingerprint == wanted:
-            return configured
-        recorded = manifest.model.get("source")
-        if isinstance(recorded, str) and Path(recorded).is_dir():
-            candidate = self._model(recorded)
-            if candidate.info.fingerprint == wanted:
-                return candidate
-        return configured  # load() will refuse it with a ModelMismatchError naming both models
+        """The model an index was built with (load_model keeps one instance per process, so a
+        flip between indexes of the same model reuses its weights); SnapshotStore.load still
+        verifies whichever is picked."""
+        return model_for_manifest(
+            manifest.model, self.settings.model, memory_mb=self.settings.embed_memory_mb
+        )
