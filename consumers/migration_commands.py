@@ -17,13 +17,14 @@ from typing import Any
 import redis
 
 from consumers.migration_status import status_key
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.events import Flip, ModelUpgrade
+from contracts.ids import validate_index_id
+from contracts.pointer import Pointer, PointerError
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.embedded.broker import ensure_topics
-from semsearch.events import Flip, ModelUpgrade
-from semsearch.pointer import Pointer, PointerError, validate_index_id
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -44,14 +44,14 @@ from consumers.migrator import Migrator
 from consumers.shadow import model_for_manifest, resolve_model_source
 from consumers.source import Record
 from consumers.worker import IndexWorker
+from contracts.errors import IndexNotFoundError, SemsearchError
+from contracts.events import EventError, Flip, ModelUpgrade, Rollback, decode_control_event
+from contracts.pointer import Pointer, PointerError
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import IndexNotFoundError, SemsearchError
 from indexer.model import load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.events import EventError, Flip, ModelUpgrade, Rollback, decode_control_event
-from semsearch.pointer import Pointer, PointerError
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from prometheus_client import Counter, Enum, Gauge
 
-from semsearch.pointer import Pointer
+from contracts.pointer import Pointer
 
 if TYPE_CHECKING:  # types only: status must stay importable without the worker stack
     from consumers.worker import IndexWorker

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -42,41 +41,27 @@ from consumers.shadow import (
     model_for_manifest,
     resolve_model_source,
 )
-from consumers.source import Offsets
 from consumers.worker import CLUSTER_KEY, IndexWorker
+from contracts.errors import IndexNotFoundError, SemsearchError
+from contracts.events import Flip, GateReportEvent, ModelUpgrade
+from contracts.ids import validate_index_id
+from contracts.offsets import Offsets
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.beir import read_qrels, read_queries
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import IndexNotFoundError, SemsearchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
-from indexer.validation import DEFAULT_P99_MS, GateReport, unusable_model, validate_shadow
+from indexer.validation import GateReport, unusable_model, validate_shadow
 from producers.publisher import Publisher
-from semsearch.events import Flip, ModelUpgrade
-from semsearch.events import GateReport as GateReportEvent
-from semsearch.pointer import Pointer, validate_index_id
-from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_S = 1800.0
 GATE_REPORT_FILE = "gate-report.json"
 _STATUS_EVERY_S = 0.5
-
-
-def gate_p99_ms() -> float:
-    """SEMSEARCH_GATE_P99_MS: the gate's latency bound for one hybrid search (default 1000)."""
-    raw = os.environ.get("SEMSEARCH_GATE_P99_MS", "").strip()
-    if not raw:
-        return DEFAULT_P99_MS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"SEMSEARCH_GATE_P99_MS={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError("SEMSEARCH_GATE_P99_MS must be positive")
-    return value
 
 
 def load_validation_set(
@@ -379,7 +364,7 @@ class Migrator:
             shadow_manifest=manifest,
             shadow_offsets=at,
             live_offsets=replayed.reached,
-            p99_bound_ms=gate_p99_ms(),
+            p99_bound_ms=self.settings.gate_p99_ms,
         )
 
     def _publish_report(self, report: GateReport) -> None:

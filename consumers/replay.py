@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.operators import apply_segments, split_batch
-from consumers.source import START_LOOKUP_TIMEOUT_S, Offsets, Record, copy_offsets, read_cluster_id
+from consumers.source import START_LOOKUP_TIMEOUT_S, Record, read_cluster_id
 from consumers.worker import CLUSTER_KEY
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.offsets import Offsets, copy_offsets
 from indexer.index import Index
 from indexer.snapshots import Manifest
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from consumers.migration_status import MIGRATION_CHUNKS, MIGRATION_PROGRESS, MigrationStatus
-from indexer.documents import Deletion, Document
-from indexer.errors import SemsearchError
+from contracts.documents import Deletion, Document
+from contracts.errors import SemsearchError
+from contracts.settings import Settings
 from indexer.index import Index
 from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
 from indexer.snapshots import Manifest
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

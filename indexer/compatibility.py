@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from contracts.errors import ModelMismatchError
 from indexer.canaries import CanaryComparison, CanaryProbe, compare
-from indexer.errors import ModelMismatchError
 from indexer.model import EmbeddingModel
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.errors import SemsearchError
-from semsearch.events import EventError, UpsertEvent
+from contracts.errors import SemsearchError
+from contracts.events import EventError, UpsertEvent
 
 
 @dataclass

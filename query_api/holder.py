@@ -31,17 +31,23 @@ from typing import Any
 
 import redis
 
+from contracts.errors import (
+    IndexNotFoundError,
+    InvalidIndexIdError,
+    ModelMismatchError,
+    SemsearchError,
+    SnapshotError,
+)
+from contracts.ids import validate_index_id
+from contracts.pointer import Pointer, describe_url
+from contracts.settings import Settings
 from indexer.compatibility import ensure_compatible
 from indexer.drift import mismatch_gauge
-from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from query_api.metrics import ApiMetrics
-from semsearch.embedded.redis import describe_url
-from semsearch.pointer import InvalidPointerError, Pointer, validate_index_id
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +303,7 @@ class IndexHolder:
             return  # already reported; retry when a new generation appears or the pointer moves
         try:
             serving = self.load(index_id, origin)
-        except InvalidPointerError as exc:
+        except InvalidIndexIdError as exc:
             self._record_failure(index_id, latest, "invalid_id", str(exc))
         except IndexNotFoundError as exc:
             self._record_failure(index_id, latest, "unknown_index", str(exc))

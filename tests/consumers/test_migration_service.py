@@ -19,10 +19,10 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from consumers.migration_service import CONTROL_GROUP, MigrationService, request_key
+from contracts.events import ModelUpgrade, encode_control_event
+from contracts.settings import Settings
 from producers.publisher import Publisher
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.events import ModelUpgrade, encode_control_event
-from semsearch.settings import Settings
 
 
 @pytest.fixture

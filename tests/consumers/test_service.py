@@ -16,12 +16,12 @@ from prometheus_client import REGISTRY
 from tests_support import wait_until
 
 from consumers.service import run_indexer
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
 from semsearch.embedded.broker import free_port
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,12 +12,12 @@ import consumers.shadow as shadow_module
 import indexer.document_store as document_store
 from consumers.migration_status import MigrationStatus
 from consumers.shadow import bootstrap_shadow
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 
 def test_the_bootstrap_reads_the_store_page_by_page_and_copies_everything(

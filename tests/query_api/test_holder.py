@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from tests_support import wait_until
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.snapshots import SnapshotStore
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 

@@ -10,16 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from semsearch.embedded.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    ensure_topics,
-    free_port,
-    resolve_bootstrap,
-    topic_layout,
-    wait_until_ready,
-)
-from semsearch.settings import Settings
+from contracts.errors import BrokerError
+from contracts.settings import Settings
+from contracts.topics import ensure_topics, topic_layout
+from semsearch.embedded.broker import EmbeddedBroker, free_port, resolve_bootstrap, wait_until_ready
 
 
 def test_start_produce_consume_stop(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from indexer.documents import MAX_DOC_ID_CHARS, Deletion, Document
-from indexer.errors import SemsearchError
-from indexer.storable import MAX_NESTING, unstorable
+from contracts.documents import MAX_DOC_ID_CHARS, Deletion, Document
+from contracts.errors import SemsearchError
+from contracts.storable import MAX_NESTING, unstorable
 
 UPSERT = "upsert"
 DELETE = "delete"
@@ -345,7 +345,7 @@ class Rollback(ControlEvent):
 
 @control_event("gate-report")
 @dataclass(frozen=True)
-class GateReport(ControlEvent):
+class GateReportEvent(ControlEvent):
     """The validation gate's verdict on a shadow index, published whether it passed or not."""
 
     index_id: str
