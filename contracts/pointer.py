@@ -190,6 +190,8 @@ class Pointer:
 
     def subscribe(self) -> redis.client.PubSub:
         """A pub/sub handle subscribed to change notifications (poll it with get_message)."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub: redis.client.PubSub = self.client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True
+        )
         pubsub.subscribe(self.channel)
         return pubsub

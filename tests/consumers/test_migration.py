@@ -84,6 +84,8 @@ def settings(
         validation_queries=queries,
         validation_qrels=qrels,
         refresh_ms=50,
+        indexer_metrics_port=0,
+        gate_p99_ms=30000.0,
     )
 
 

@@ -36,10 +36,11 @@ def _documents_in_latest(store: SnapshotStore) -> int:
 
 
 def test_run_indexer_until_stop_event(
-    stream_settings: Settings, model: EmbeddingModel, bootstrap: str, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SEMSEARCH_INDEXER_METRICS_PORT", "0")
-    settings = stream_settings.with_overrides(snapshot_interval_ms=3_600_000)  # only the final one
+    stream_settings: Settings, model: EmbeddingModel, bootstrap: str
+) -> None:
+    settings = stream_settings.with_overrides(
+        snapshot_interval_ms=3_600_000, indexer_metrics_port=0  # only the final snapshot
+    )
     stop = threading.Event()
     errors: list[BaseException] = []
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
+from pydantic.dataclasses import dataclass
 
 from contracts.documents import Deletion, Document
 from contracts.events import (

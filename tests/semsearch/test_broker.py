@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from contracts.errors import BrokerError
-from contracts.settings import Settings
+from contracts.settings import Settings, SettingsError
 from contracts.topics import ensure_topics, topic_layout
 from semsearch.embedded.broker import EmbeddedBroker, free_port, resolve_bootstrap, wait_until_ready
 
@@ -69,8 +69,7 @@ def test_resolve_bootstrap_prefers_the_configured_broker(bootstrap: str) -> None
 def test_resolve_bootstrap_starts_an_embedded_broker_with_the_topics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SEMSEARCH_DOCS_PARTITIONS", "2")
-    settings = Settings(data_dir=tmp_path, docs_topic="d", control_topic="c", dlq_topic="q")
+    settings = Settings(data_dir=tmp_path, docs_topic="d", control_topic="c", dlq_topic="q", docs_partitions=2)
     address, broker = resolve_bootstrap(settings)
     assert broker is not None
     try:
@@ -84,5 +83,5 @@ def test_resolve_bootstrap_starts_an_embedded_broker_with_the_topics(
 
 def test_bad_partition_setting_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMSEARCH_DOCS_PARTITIONS", "zero")
-    with pytest.raises(BrokerError, match="SEMSEARCH_DOCS_PARTITIONS"):
-        topic_layout(Settings())
+    with pytest.raises(SettingsError, match="SEMSEARCH_DOCS_PARTITIONS"):
+        Settings.from_env()
