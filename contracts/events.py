@@ -195,7 +195,7 @@ class UpsertEvent:
     title: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    op: Literal["upsert"] = UPSERT
+    op: Literal["upsert"] = "upsert"
 
     @model_validator(mode="before")
     @classmethod
@@ -274,7 +274,7 @@ class DeleteEvent:
 
     doc_id: DocId
     version: Version | None = None
-    op: Literal["delete"] = DELETE
+    op: Literal["delete"] = "delete"
 
     @field_validator("doc_id", mode="before")
     @classmethod
@@ -391,13 +391,15 @@ class ControlEvent:
 
 
 _CONTROL_KINDS: dict[str, type[ControlEvent]] = {}
-C = TypeVar("C", bound=type[ControlEvent])
+C = TypeVar("C", bound=type)  # pydantic types decorated dataclasses as type[PydanticDataclass]
 
 
 def control_event(type_name: str) -> Callable[[C], C]:
     """Register a control kind under its wire `type` (kinds added later call this too)."""
 
     def register(cls: C) -> C:
+        if not issubclass(cls, ControlEvent):
+            raise TypeError(f"{cls.__name__} must subclass ControlEvent")
         if type_name in _CONTROL_KINDS and _CONTROL_KINDS[type_name] is not cls:
             raise ValueError(f"control event type {type_name!r} is registered twice")
         cls.TYPE = type_name
@@ -431,7 +433,8 @@ def _type_of(value: Any) -> str | None:
 def _control_message() -> TypeAdapter[ControlEvent]:
     """The registered kinds as one union told apart by `type` (rebuilt when a kind registers)."""
     members = tuple(Annotated[cls, Tag(name)] for name, cls in sorted(_CONTROL_KINDS.items()))
-    return TypeAdapter(Annotated[Union[members], Discriminator(_type_of)])  # noqa: UP007
+    union: Any = Annotated[Union[members], Discriminator(_type_of)]  # noqa: UP007
+    return TypeAdapter(union)
 
 
 def _control_problem(kind: str, exc: ValidationError) -> EventError:
