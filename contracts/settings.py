@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         "flat",
         description="How sealed segments hold vectors: `flat` float32 IVF lists in RAM (1,536 B/chunk "
         "at d=384), or `pq` 48-byte codes in RAM with exact re-ranking from full vectors on disk "
-        "(indexer/vector_codec.py).",
+        "(indexer/vector_codec.py); switching re-encodes segments at their next merge/retrain.",
     )
     kafka_bootstrap: str | None = Field(
         None,
