@@ -39,10 +39,10 @@ from typing import Any
 
 import httpx
 
+from contracts.events import UpsertEvent
 from indexer.beir import read_queries
 from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
-from semsearch.events import UpsertEvent
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"

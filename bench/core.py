@@ -30,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.reporting import percentile, print_table
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.beir import ReadProblems, read_corpus, read_queries
 from indexer.build import build_index
 from indexer.chunking import Chunker
-from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
-from indexer.index import MODES, Index
+from indexer.fusion import MODES
+from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"

@@ -36,16 +36,17 @@ from typing import Any
 import numpy as np
 
 from bench.reporting import print_table
+from contracts.documents import Document
+from contracts.events import DeleteEvent, DocEvent, UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.beir import read_queries
-from indexer.documents import Document
 from indexer.index import Index
 from indexer.model import load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.events import DeleteEvent, DocEvent, UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact"

@@ -35,15 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.reporting import percentile, print_table
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.chunking import Chunker
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact"

@@ -39,12 +39,12 @@ from typing import Any
 import httpx
 
 from bench.api_latency import Stack, percentile, publish, wait_for_documents
+from contracts.events import ModelUpgrade, UpsertEvent
+from contracts.settings import Settings
 from indexer.beir import read_qrels, read_queries
 from indexer.model import bundled_model_path
 from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
-from semsearch.events import ModelUpgrade, UpsertEvent
-from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"

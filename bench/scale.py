@@ -59,15 +59,15 @@ import numpy as np
 
 from bench.core import DEFAULT_DATA, REPO, load_documents
 from bench.reporting import print_table, summary
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.analyzer import analyze
 from indexer.beir import ReadProblems, read_corpus
 from indexer.chunking import Chunk
-from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index, IndexCounts
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 DEFAULT_RESULTS = REPO / "bench" / "results"
 DEFAULT_SAMPLE_CACHE = DEFAULT_RESULTS / "scale-sample-embeddings.sqlite"

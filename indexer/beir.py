@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexer.documents import Document
-from indexer.errors import SemsearchError
+from contracts.documents import Document
+from contracts.errors import SemsearchError
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Lines: `_id`, `title`, `text`, optional integer `version` and object `metadata`. A broken line is
 recorded with its number and why, and skipped: one bad line must not stop a million-line
 publish, and the user needs the line number to fix the file. Documents without a version get
-`time.time_ns()` (see semsearch.events), so re-publishing a file makes its lines the newest.
+`time.time_ns()` (see contracts.events), so re-publishing a file makes its lines the newest.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.errors import SemsearchError
-from semsearch.events import EventError, UpsertEvent
+from contracts.errors import SemsearchError
+from contracts.events import EventError, UpsertEvent
 
 
 @dataclass

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import time
 
+from contracts.errors import (
+    IndexNotFoundError,
+    InvalidIndexIdError,
+    ModelMismatchError,
+    SemsearchError,
+    SnapshotError,
+)
+from contracts.ids import validate_index_id
+from contracts.settings import Settings
 from indexer.compatibility import model_for_manifest
-from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
 from indexer.model import EmbeddingModel, load_model
 from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from query_api.metrics import ApiMetrics
 from query_api.serving import Serving
-from semsearch.pointer import InvalidPointerError, validate_index_id
-from semsearch.settings import Settings
 
 # What a load can fail with, short of a bug: the caller refuses the index and keeps serving.
 LOAD_ERRORS: tuple[type[Exception], ...] = (SemsearchError, OSError, ValueError, KeyError)
@@ -26,7 +32,7 @@ LOAD_ERRORS: tuple[type[Exception], ...] = (SemsearchError, OSError, ValueError,
 
 def refusal(exc: Exception) -> tuple[str, str]:
     """(reason, message) for a failed load: the reason labels semsearch_pointer_invalid."""
-    if isinstance(exc, InvalidPointerError):
+    if isinstance(exc, InvalidIndexIdError):
         return "invalid_id", str(exc)
     if isinstance(exc, IndexNotFoundError):
         return "unknown_index", str(exc)

@@ -25,9 +25,10 @@ os.environ.setdefault("SEMSEARCH_KAFKA_HEARTBEAT_MS", "1000")
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.model import EmbeddingModel, load_model
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 _unique = itertools.count()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from confluent_kafka import KafkaError, Message, Producer
 
+from contracts.events import UpsertEvent, encode_doc_event
 from producers.corpus import SkippedLines, read_events
-from semsearch.events import UpsertEvent, encode_doc_event
 
 
 # -- documents ----------------------------------------------------------------------------------

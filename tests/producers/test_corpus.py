@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.events import UpsertEvent
 from producers.corpus import SkippedLines, read_events
-from semsearch.events import UpsertEvent
 
 
 def test_good_and_bad_lines(tmp_path: Path) -> None:

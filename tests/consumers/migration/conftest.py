@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contracts.pointer import Pointer
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.pointer import Pointer
 
 
 @pytest.fixture
