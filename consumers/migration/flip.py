@@ -45,7 +45,8 @@ def flip(pointer: Pointer, live_id: str, new_id: str, **info: Any) -> PointerMov
 
 def roll_back(pointer: Pointer, to_index: str | None = None) -> PointerMove:
     """Back to the most recent previously active, still registered index, or to `to_index`
-    (which must be registered). Raises PointerError when refused; Redis errors pass through."""
+    (which must be registered). Raises PointerError when refused (InvalidIndexIdError for a
+    malformed id); Redis errors pass through."""
     current = pointer.get()
     if to_index is None:
         now = pointer.rollback(current)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from consumers.migration.flip import PointerMove, flip, roll_back
+from contracts.errors import InvalidIndexIdError
 from contracts.pointer import Pointer, PointerError
 
 OLD = "minilm-aaaaaaaaaaaa"
@@ -47,6 +48,6 @@ def test_rollback_refuses_a_malformed_id_and_an_empty_history(pointer: Pointer) 
     pointer.set_if_unset(OLD)
     with pytest.raises(PointerError, match="no previously active"):
         roll_back(pointer)
-    with pytest.raises(PointerError):
+    with pytest.raises(InvalidIndexIdError):
         roll_back(pointer, "../../etc")
     assert pointer.get() == OLD

@@ -34,9 +34,11 @@ AT = {"docs": {0: len(DOCS)}}
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     queries, qrels = write_beir(tmp_path / "heldout")
-    monkeypatch.setenv("SEMSEARCH_GATE_P99_MS", "30000")  # shared cores: a loose bound
     return Settings(
-        data_dir=tmp_path / "data", validation_queries=queries, validation_qrels=qrels
+        data_dir=tmp_path / "data",
+        validation_queries=queries,
+        validation_qrels=qrels,
+        gate_p99_ms=30000.0,  # shared cores: a loose bound
     )
 
 

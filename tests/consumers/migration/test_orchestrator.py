@@ -38,9 +38,11 @@ def settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
     queries, qrels = write_beir(tmp_path / "heldout")
-    monkeypatch.setenv("SEMSEARCH_GATE_P99_MS", "30000")  # shared cores: a loose bound
     return stream_settings.with_overrides(
-        redis_url=redis_server.url, validation_queries=queries, validation_qrels=qrels
+        redis_url=redis_server.url,
+        validation_queries=queries,
+        validation_qrels=qrels,
+        gate_p99_ms=30000.0,  # shared cores: a loose bound
     )
 
 
