@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
-from indexer.model import EmbeddingModel, load_model
+from indexer.model import EmbeddingModel
 from semsearch.settings import Settings
 
 SMALL_DOCS = [
@@ -38,19 +38,9 @@ SMALL_DOCS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def model() -> EmbeddingModel:
-    return load_model()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", seal_chunks=64)
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> EmbeddingCache:
-    return EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.embedded.redis import EmbeddedRedis
 from semsearch.settings import Settings
 
 DOCS = [
@@ -57,13 +57,6 @@ def model() -> EmbeddingModel:
 def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
     """Shared across tests: each passage is embedded once per session."""
     return EmbeddingCache(tmp_path_factory.mktemp("embeddings") / "embeddings.sqlite")
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = start_embedded_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
