@@ -14,6 +14,7 @@ from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
+from indexer.snapshots import SnapshotStore
 from semsearch.settings import Settings
 
 SMALL_DOCS = [
@@ -55,3 +56,14 @@ def make_index(
         return index
 
     return make
+
+
+@pytest.fixture
+def pending_change(make_index: Callable[..., Index], tmp_path: Path) -> tuple[Index, SnapshotStore]:
+    """SMALL_DOCS written as generation 1 (offsets docs/0 at 8), then d9 applied and not yet
+    written: where every test of a generation write that fails before it commits starts."""
+    index = make_index()
+    store = SnapshotStore(tmp_path / "idx")
+    store.write(index, {"docs": {0: 8}})
+    index.apply([Document("d9", "Later", "a later document", 1)])
+    return index, store

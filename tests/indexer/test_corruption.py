@@ -200,12 +200,12 @@ def _disk_full(monkeypatch: pytest.MonkeyPatch, full: threading.Event) -> None:
 
 
 def test_disk_full_during_a_write_leaves_nothing_and_keeps_the_previous_generation(
-    make_index: Any, model: EmbeddingModel, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pending_change: tuple[Index, SnapshotStore],
+    model: EmbeddingModel,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    index = make_index()
-    store = SnapshotStore(tmp_path / "idx")
-    store.write(index, {"docs": {0: 8}})
-    index.apply([Document("d9", "Later", "a later document", 1)])
+    index, store = pending_change
     full = threading.Event()
     full.set()
     _disk_full(monkeypatch, full)
