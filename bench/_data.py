@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.beir import ReadProblems, read_corpus
+from contracts.corpus import SkippedLines
+from indexer.beir import read_corpus
 from indexer.documents import Document
-from producers.corpus import SkippedLines, read_events
+from producers.corpus import read_events
 from semsearch.events import UpsertEvent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,10 +22,10 @@ RESULTS = REPO / "bench" / "results"
 
 def load_documents(corpus: Path, limit: int) -> list[Document]:
     """The first `limit` readable documents, as `semsearch build` reads them."""
-    problems = ReadProblems()
-    docs = list(islice(read_corpus(corpus, problems), limit))
+    skipped = SkippedLines()
+    docs = list(islice(read_corpus(corpus, skipped), limit))
     if not docs:
-        raise SystemExit(f"{corpus} holds no readable documents ({problems.summary()})")
+        raise SystemExit(f"{corpus} holds no readable documents ({skipped.summary()})")
     return docs
 
 
@@ -37,7 +38,7 @@ def word_counts(corpus: Path) -> tuple[list[str], np.ndarray]:
     """The corpus's whitespace words, most frequent first, and their counts: the unigram
     distribution synthetic corpora are drawn from."""
     counts: Counter[str] = Counter()
-    for doc in read_corpus(corpus, ReadProblems()):
+    for doc in read_corpus(corpus, SkippedLines()):
         counts.update(doc.full_text.split())
     words, freq = zip(*counts.most_common(), strict=True)
     return list(words), np.asarray(freq, dtype=np.float64)

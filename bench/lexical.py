@@ -52,8 +52,9 @@ from rank_bm25 import BM25Okapi
 from bench._data import DEFAULT_DATA, RESULTS
 from bench._stats import summary
 from bench.reporting import command, machine, print_table, write_json
+from contracts.corpus import SkippedLines
 from indexer.analyzer import STOPWORDS, analyze
-from indexer.beir import ReadProblems, read_corpus, read_queries
+from indexer.beir import read_corpus, read_queries
 from indexer.lexical import COMPACT_DEAD_FRACTION, LexicalIndex
 from indexer.lexical_store import LexicalStore
 
@@ -112,7 +113,7 @@ def synthetic_corpus(
 
 
 def scifact_corpus(data: Path) -> tuple[list[str], list[str]]:
-    problems = ReadProblems()
+    problems = SkippedLines()
     texts = [doc.full_text for doc in read_corpus(data / "corpus.jsonl", problems)]
     queries = list(read_queries(data / "queries.jsonl").values())
     return texts, queries

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from producers.corpus import SkippedLines, read_events
+from contracts.corpus import SkippedLines
+from producers.corpus import read_events
 from producers.publisher import Publisher, PublishReport
 from semsearch.embedded.broker import ensure_topics, topic_layout
 from semsearch.events import DeleteEvent, new_version

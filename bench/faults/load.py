@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers.corpus import SkippedLines, read_events
+from contracts.corpus import SkippedLines
+from producers.corpus import read_events
 from semsearch.events import UpsertEvent, encode_doc_event
 
 

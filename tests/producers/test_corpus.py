@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.corpus import SkippedLines
 from indexer.errors import SemsearchError
-from producers.corpus import SkippedLines, read_events
+from producers.corpus import read_events
 from semsearch.events import UpsertEvent
 
 
