@@ -22,9 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
-from indexer.model import EmbeddingModel, load_model
+from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
+from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis
+from semsearch.pointer import Pointer
 from semsearch.settings import Settings
 
 DOCS = [
@@ -49,11 +51,6 @@ def extra_doc() -> Document:
 
 
 @pytest.fixture(scope="session")
-def model() -> EmbeddingModel:
-    return load_model()
-
-
-@pytest.fixture(scope="session")
 def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
     """Shared across tests: each passage is embedded once per session."""
     return EmbeddingCache(tmp_path_factory.mktemp("embeddings") / "embeddings.sqlite")
@@ -68,6 +65,23 @@ def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
         seal_chunks=64,
         pointer_key="semsearch:active",
     )
+
+
+@pytest.fixture
+def pointer(settings: Settings) -> Iterator[Pointer]:
+    """The test's active-index pointer in its own Redis (what `semsearch up` and the CLI write)."""
+    assert settings.redis_url
+    handle = Pointer.from_url(settings.redis_url, settings.pointer_key)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def holder(settings: Settings) -> Iterator[IndexHolder]:
+    """An IndexHolder on the test's settings that serves only what the pointer names."""
+    held = IndexHolder(settings, use_default_index=False)
+    yield held
+    held.stop()
 
 
 BuildIndex = Callable[..., tuple[Index, SnapshotStore]]
