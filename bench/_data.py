@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from contracts.corpus import SkippedLines
+from contracts.documents import Document
+from contracts.events import UpsertEvent
 from indexer.beir import read_corpus
-from indexer.documents import Document
 from producers.corpus import read_events
-from semsearch.events import UpsertEvent
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"

@@ -40,10 +40,10 @@ from bench._data import DEFAULT_DATA, RESULTS, load_events
 from bench._process import stop_process
 from bench._stats import percentile
 from bench.reporting import command, machine, write_json
+from contracts.events import UpsertEvent
 from indexer.beir import read_queries
-from indexer.index import MODES
+from indexer.fusion import MODES
 from producers.publisher import Publisher
-from semsearch.events import UpsertEvent
 
 DEFAULT_OUT = RESULTS / "api_latency.json"
 

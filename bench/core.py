@@ -33,15 +33,16 @@ from bench._baseline import raw_encode
 from bench._data import DEFAULT_DATA, RESULTS, load_documents
 from bench._stats import summary, timed
 from bench.reporting import command, machine, print_table, write_json
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.beir import read_queries
 from indexer.build import build_index
 from indexer.chunking import Chunker
-from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
-from indexer.index import MODES, Index
+from indexer.fusion import MODES
+from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 DEFAULT_OUT = RESULTS / "core.json"
 TARGET_RATIO = 0.9

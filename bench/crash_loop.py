@@ -37,15 +37,16 @@ import numpy as np
 from bench._data import DEFAULT_DATA, RESULTS, load_events
 from bench._process import consumed, start_cli, wait_for_log, wait_until
 from bench.reporting import print_table, write_json
+from contracts.documents import Document
+from contracts.events import DeleteEvent, DocEvent, UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.beir import read_queries
-from indexer.documents import Document
 from indexer.index import Index
 from indexer.model import load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.events import DeleteEvent, DocEvent, UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 DEFAULT_OUT = RESULTS / "crash_loop.json"
 TOPICS = {"docs": 3, "control": 1, "docs.dlq": 1}

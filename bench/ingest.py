@@ -34,14 +34,15 @@ from bench._baseline import raw_encode
 from bench._process import consumed, process_cpu_seconds, start_cli, stop_process
 from bench._stats import percentile
 from bench.reporting import command, machine, print_table, write_json
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.chunking import Chunker
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 DEFAULT_OUT = _data.RESULTS / "ingest.json"
 TARGET_RATIO = 0.9

@@ -41,11 +41,11 @@ from bench._data import DEFAULT_DATA, RESULTS, load_events
 from bench._stats import percentile
 from bench.api_latency import Stack, publish, wait_for_documents
 from bench.reporting import command, machine, write_json
+from contracts.events import ModelUpgrade, UpsertEvent
+from contracts.settings import Settings
 from indexer.beir import read_qrels, read_queries
 from indexer.model import bundled_model_path
 from producers.publisher import Publisher
-from semsearch.events import ModelUpgrade, UpsertEvent
-from semsearch.settings import Settings
 
 DEFAULT_OUT = RESULTS / "migration.json"
 FLIP_WINDOW_S = 2.0

@@ -59,14 +59,14 @@ from bench._data import DEFAULT_DATA, REPO, RESULTS, load_documents, word_counts
 from bench._process import io_written, rss_bytes
 from bench._stats import summary, timed
 from bench.reporting import command, machine, print_table, write_json
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.analyzer import analyze
 from indexer.chunking import Chunk
-from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index, IndexCounts
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 DEFAULT_SAMPLE_CACHE = RESULTS / "scale-sample-embeddings.sqlite"
 CHANGED_DOCUMENTS = 256

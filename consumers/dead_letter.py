@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumers.source import Record
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
 
 log = logging.getLogger(__name__)
 

@@ -7,16 +7,13 @@ binds them to one index id so the worker code reads as plain calls.
 from __future__ import annotations
 
 import logging
-import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from indexer.index import ApplyReport, IndexCounts
-from semsearch.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9108
 
 EVENTS = Counter(
     "semsearch_events_total",
@@ -115,16 +112,6 @@ class WorkerMetrics:
         INDEX_DOCUMENTS.labels(self.index_id).set(counts.documents)
         INDEX_CHUNKS.labels(self.index_id).set(counts.chunks)
         INDEX_SEGMENTS.labels(self.index_id).set(counts.sealed_segments)
-
-
-def metrics_port_from_env() -> int:
-    """SEMSEARCH_INDEXER_METRICS_PORT (9108); 0 disables the endpoint."""
-    raw = os.environ.get("SEMSEARCH_INDEXER_METRICS_PORT", "").strip()
-    if not raw:
-        return DEFAULT_METRICS_PORT
-    if not raw.isdigit():
-        raise SettingsError(f"SEMSEARCH_INDEXER_METRICS_PORT={raw!r} must be a port number (0 = disabled)")
-    return int(raw)
 
 
 def serve_metrics(port: int, host: str) -> bool:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from consumers.dead_letter import PoisonEvent
 from consumers.source import Record
-from indexer.documents import Change, Document
-from indexer.errors import InvalidDocumentError
-from semsearch.events import EventError, decode_doc_event
+from contracts.documents import Change, Document
+from contracts.errors import InvalidDocumentError
+from contracts.events import EventError, decode_doc_event
 
 
 @dataclass

@@ -14,41 +14,19 @@ same process and an embedded broker's events would die with it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
-from consumers.metrics import metrics_port_from_env, serve_metrics
+from consumers.metrics import serve_metrics
 from consumers.migration.service import start_migrations
 from consumers.worker import IndexWorker
+from contracts.settings import Settings, SettingsError
+from contracts.topics import ensure_topics, topic_layout
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import load_model
-from semsearch.embedded.broker import ensure_topics, resolve_bootstrap, topic_layout
-from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DRAIN_TIMEOUT_S = 300.0
 _metrics_served = False  # one endpoint per process, however often `up` restarts the indexer
-
-
-def drain_timeout_from_env() -> float:
-    """SEMSEARCH_DRAIN_TIMEOUT_S (300): how long a clean stop may drain a memory-only broker.
-
-    At ~8 chunks/s of CPU embedding, 300 s index some 2,400 short documents; raise it when you
-    publish bulk loads into `semsearch up` and stop it right after.
-    """
-    raw = os.environ.get("SEMSEARCH_DRAIN_TIMEOUT_S", "").strip()
-    if not raw:
-        return DEFAULT_DRAIN_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise SettingsError(
-            f"SEMSEARCH_DRAIN_TIMEOUT_S={raw!r} must be a number of seconds >= 0 (0 = do not drain)"
-        )
-    return value
 
 
 def run_indexer(
@@ -58,34 +36,32 @@ def run_indexer(
     memory_only_broker: bool = False,
     abort_drain: threading.Event | None = None,
 ) -> None:
-    """Index `docs` into the index of `settings.model` until `stop_event` is set.
+    """Index `docs` of the broker at `settings.kafka_bootstrap` into the index of `settings.model`
+    until `stop_event` is set.
 
-    With KAFKA_BOOTSTRAP_SERVERS unset an embedded broker is started for the duration (and its
-    address logged, since producers need it). On stop the current batch is finished and a final
-    snapshot written before returning. When the broker is memory-only (the one started here, or
-    `memory_only_broker`: `semsearch up`'s) the stop first drains the log into the index (see
+    The caller resolves the broker (`semsearch index` and `semsearch up` start an embedded one when
+    KAFKA_BOOTSTRAP_SERVERS is unset). On stop the current batch is finished and a final
+    snapshot written before returning. When the broker is memory-only (`memory_only_broker`:
+    an embedded one) the stop first drains the log into the index (see
     IndexWorker.drain), for at most SEMSEARCH_DRAIN_TIMEOUT_S; Apache Kafka keeps the log, so
     there a stop just finishes the batch.
     """
     global _metrics_served
-    drain_timeout_s = drain_timeout_from_env()  # a bad value fails before anything starts
-    bootstrap, broker = resolve_bootstrap(settings)
-    drain = (memory_only_broker or broker is not None) and drain_timeout_s > 0
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        raise SettingsError(
+            "run_indexer needs KAFKA_BOOTSTRAP_SERVERS; `semsearch index` starts an embedded broker "
+            "when it is unset"
+        )
+    drain_timeout_s = settings.drain_timeout_s
+    drain = memory_only_broker and drain_timeout_s > 0
     cache: EmbeddingCache | None = None
     try:
-        if broker is not None:
-            log.warning(
-                "KAFKA_BOOTSTRAP_SERVERS is not set: started an embedded broker (memory only) at %s; "
-                "publish to it with: KAFKA_BOOTSTRAP_SERVERS=%s semsearch produce FILE.jsonl",
-                bootstrap,
-                bootstrap,
-            )
-        else:
-            ensure_topics(bootstrap, topic_layout(settings))
+        ensure_topics(bootstrap, topic_layout(settings))
         model = load_model(settings.model, memory_mb=settings.embed_memory_mb)
         cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
         if not _metrics_served:
-            _metrics_served = serve_metrics(metrics_port_from_env(), settings.api_host)
+            _metrics_served = serve_metrics(settings.indexer_metrics_port, settings.api_host)
         if stop_event.is_set() and not drain:  # stopped while starting; a drain still runs
             return
         # SEMSEARCH_GROUP_ID names this index's group only: every other index (shadow builds,
@@ -104,5 +80,3 @@ def run_indexer(
     finally:
         if cache is not None:
             cache.close()
-        if broker is not None:
-            broker.stop()

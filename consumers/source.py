@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,11 +38,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from semsearch.settings import SettingsError
+from contracts.offsets import Offsets, copy_offsets
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Offsets = dict[str, dict[int, int]]
 
 # A batch also stops growing at this many value bytes, so huge documents cannot make one
 # embedding call (and thus one poll interval) unbounded.
@@ -102,10 +100,6 @@ class Record:
         )
 
 
-def copy_offsets(offsets: Offsets) -> Offsets:
-    return {topic: dict(parts) for topic, parts in offsets.items()}
-
-
 def read_cluster_id(
     client: Consumer,
     topic: str | None = None,
@@ -158,21 +152,15 @@ class ConsumerTuning:
     fetch_wait_max_ms: int = 50
 
     @classmethod
-    def from_env(cls) -> ConsumerTuning:
-        def read(name: str, default: int) -> int:
-            raw = os.environ.get(name, "").strip()
-            if not raw:
-                return default
-            if not raw.isdigit() or int(raw) <= 0:
-                raise SettingsError(f"{name}={raw!r} must be a positive number of milliseconds")
-            return int(raw)
-
-        session = read("SEMSEARCH_KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms)
+    def from_settings(cls, settings: Settings) -> ConsumerTuning:
+        """SEMSEARCH_KAFKA_*; an unset heartbeat is a third of the session timeout, at most 2 s."""
+        session = settings.kafka_session_timeout_ms
+        heartbeat = settings.kafka_heartbeat_ms
         return cls(
             session_timeout_ms=session,
-            heartbeat_interval_ms=read("SEMSEARCH_KAFKA_HEARTBEAT_MS", min(cls.heartbeat_interval_ms, session // 3)),
-            max_poll_interval_ms=read("SEMSEARCH_KAFKA_MAX_POLL_INTERVAL_MS", cls.max_poll_interval_ms),
-            fetch_wait_max_ms=read("SEMSEARCH_KAFKA_FETCH_WAIT_MS", cls.fetch_wait_max_ms),
+            heartbeat_interval_ms=heartbeat or min(cls.heartbeat_interval_ms, session // 3),
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            fetch_wait_max_ms=settings.kafka_fetch_wait_ms,
         )
 
 
@@ -196,7 +184,7 @@ class KafkaSource:
     ) -> None:
         """`cluster_id`: the cluster `start_offsets` were taken in (None: not known; then the
         first cluster that answers is assumed). `on_reset(reason)` is told of every log reset."""
-        tuning = tuning or ConsumerTuning.from_env()
+        tuning = tuning or ConsumerTuning()
         self.topics = list(topics)
         self.group_id = group_id
         self.window_s = window_ms / 1000

@@ -22,14 +22,15 @@ from consumers.dead_letter import DeadLetterQueue
 from consumers.log_end import log_end_offsets
 from consumers.metrics import WorkerMetrics
 from consumers.operators import split_batch
-from consumers.source import KafkaSource, Offsets, copy_offsets
+from consumers.source import ConsumerTuning, KafkaSource
+from contracts.offsets import Offsets, copy_offsets
+from contracts.settings import Settings
 from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import Manifest, SnapshotStore, SnapshotWriteError, index_dir
 from indexer.writer_lock import WriterLock
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class IndexWorker:
             start_offsets,
             window_ms=settings.batch_window_ms,
             max_events=settings.batch_max_events,
+            tuning=ConsumerTuning.from_settings(settings),
             # The source re-checks, for as long as it runs, that its positions still point into
             # the log they were taken from (a new broker, a recreated topic) and replays a log
             # that started over from its beginning: versions make that harmless.

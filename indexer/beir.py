@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import IO
 
 from contracts.corpus import SkippedLines, corpus_lines, json_objects
-from indexer.documents import Document
-from indexer.errors import SemsearchError
+from contracts.documents import Document
+from contracts.errors import SemsearchError
 
 
 def _open(path: Path) -> IO[bytes]:

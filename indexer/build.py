@@ -10,15 +10,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from contracts.corpus import SkippedLines
+from contracts.documents import Document
+from contracts.errors import SemsearchError
 from indexer.beir import read_corpus
-from indexer.documents import Document
+from indexer.config import IndexSettings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import Manifest, SnapshotStore
 from indexer.writer_lock import DEFAULT_HINT, WriterLock
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def build_index(
     corpus: Path,
     root: Path,
     model: EmbeddingModel,
-    settings: Settings,
+    settings: IndexSettings,
     cache: EmbeddingCache | None,
     *,
     show_progress: bool = True,
@@ -89,7 +89,7 @@ def _build(
     corpus: Path,
     root: Path,
     model: EmbeddingModel,
-    settings: Settings,
+    settings: IndexSettings,
     cache: EmbeddingCache | None,
     show_progress: bool,
 ) -> BuildReport:

@@ -1,4 +1,4 @@
-"""`semsearch build`, `semsearch search`, `semsearch eval`: the search core without Kafka."""
+"""`semsearch build`, `semsearch eval`: the search core without Kafka."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from indexer.errors import IndexNotFoundError, InvalidQueryError, SemsearchError
-from semsearch.settings import Settings
-
-MODES = ("vector", "bm25", "hybrid")
+from contracts.errors import SemsearchError
+from contracts.settings import Settings
+from indexer.fusion import MODES
 
 
 def register(subparsers: Any) -> None:
@@ -24,16 +23,6 @@ def register(subparsers: Any) -> None:
         "--index-dir", type=Path, help="default: $SEMSEARCH_DATA_DIR/indexes/<index id>"
     )
     build.set_defaults(func=run_build)
-
-    search = subparsers.add_parser("search", help="query an index directory or a running API")
-    search.add_argument("query")
-    search.add_argument("--index-dir", type=Path)
-    search.add_argument("--api", help="URL of a running semsearch API instead of --index-dir")
-    search.add_argument("--mode", choices=MODES, default="hybrid")
-    search.add_argument("-k", type=int, default=10)
-    search.add_argument("--min-score", type=float)
-    search.add_argument("--json", action="store_true", help="print the results as JSON")
-    search.set_defaults(func=run_search)
 
     evaluate = subparsers.add_parser("eval", help="measure nDCG@10/recall/MRR on BEIR-format data")
     evaluate.add_argument("--corpus", type=Path, required=True)
@@ -47,7 +36,7 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(func=run_eval)
 
 
-def _model_and_cache(settings: Settings) -> tuple[Any, Any]:
+def model_and_cache(settings: Settings) -> tuple[Any, Any]:
     from indexer.embedding_cache import EmbeddingCache
     from indexer.model import load_model
 
@@ -60,7 +49,7 @@ def run_build(args: argparse.Namespace) -> int:
     from indexer.snapshots import index_dir
 
     settings = Settings.from_env()
-    model, cache = _model_and_cache(settings)
+    model, cache = model_and_cache(settings)
     root = args.index_dir or index_dir(settings, model.index_id)
     hint = (
         "this is the live index; stop its indexer first, or build elsewhere with "
@@ -82,42 +71,6 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_search(args: argparse.Namespace) -> int:
-    if args.k <= 0:
-        raise InvalidQueryError(f"-k must be a positive integer (got {args.k})")
-    if args.api:
-        from query_api.client import search_via_api
-
-        response = search_via_api(args.api, args.query, args.k, args.mode, args.min_score)
-        results = response.get("results", [])
-        index_id = response.get("index_id", "?")
-    else:
-        from indexer.snapshots import SnapshotStore, index_dir
-
-        settings = Settings.from_env()
-        model, cache = _model_and_cache(settings)
-        root = args.index_dir or index_dir(settings, model.index_id)
-        if not root.is_dir():
-            raise IndexNotFoundError(
-                f"no index at {root}; build one with `semsearch build --corpus ...`"
-            )
-        index, _ = SnapshotStore(root).load(model, settings, cache)
-        index_id = index.index_id
-        hits = index.search(args.query, k=args.k, mode=args.mode, min_score=args.min_score)
-        results = [hit.__dict__ for hit in hits]
-    if args.json:
-        print(json.dumps({"index_id": index_id, "results": results}, ensure_ascii=False))
-        return 0
-    if not results:
-        print("no results" + (" above --min-score" if args.min_score is not None else ""))
-    for rank, hit in enumerate(results, start=1):
-        similarity = hit.get("similarity")
-        cosine = f" cos={similarity:.3f}" if similarity is not None else ""
-        print(f"{rank:>3}. {hit['doc_id']}  score={hit['score']:.4f}{cosine}  {hit['title'][:80]}")
-        print(f"     {hit['snippet'][:160]}")
-    return 0
-
-
 def _corpus_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -135,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     queries = read_queries(args.queries)
     qrels = read_qrels(args.qrels)
-    model, cache = _model_and_cache(settings)
+    model, cache = model_and_cache(settings)
     if not args.corpus.is_file():
         raise SemsearchError(f"{args.corpus} does not exist or is not a file")
     root = (

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import ModelMismatchError
 from indexer.canaries import CanaryComparison, CanaryProbe, compare
-from indexer.errors import ModelMismatchError
 from indexer.model import EmbeddingModel, load_model
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import SnapshotError
 from indexer.documents import ChunkRecord, DocumentRecord
-from indexer.errors import SnapshotError
 
 log = logging.getLogger(__name__)
 

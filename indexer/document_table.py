@@ -17,9 +17,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from contracts.errors import SnapshotError
 from indexer.document_store import DocumentStore, HitRecord, StoreChanges, StoreStats
 from indexer.documents import ChunkRecord, DocumentRecord
-from indexer.errors import SnapshotError
 
 _UNKNOWN: Any = object()
 

@@ -1,48 +1,18 @@
-"""The document contract: what a source sends (Document, Deletion) and what the index holds for
-one live document (DocumentRecord, its ChunkRecords).
+"""What the index holds for one live document (DocumentRecord, its ChunkRecords).
 
 These records are the index's source of truth for everything but vectors: search results are
 resolved through them, and a model migration re-embeds from them instead of replaying the
-whole topic. Where they are stored: `indexer/document_store.py` (SQLite, MVCC by generation);
-what the index keeps of them in RAM: `indexer/document_table.py`.
+whole topic. What arrives from a source (Document, Deletion) is contracts/documents.py; where
+the records are stored: `indexer/document_store.py` (SQLite, MVCC by generation); what the
+index keeps of them in RAM: `indexer/document_table.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-# Longest doc_id accepted anywhere (events, the index): ids travel in every search hit and key.
-MAX_DOC_ID_CHARS = 512
-
-
-@dataclass(frozen=True)
-class Document:
-    """A document as it arrives from a source: the unit of upsert."""
-
-    doc_id: str
-    title: str
-    text: str
-    version: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def full_text(self) -> str:
-        """Title and body as one stream: the title belongs to the first chunk."""
-        if self.title and self.text:
-            return f"{self.title}\n\n{self.text}"
-        return self.title or self.text
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """A request to remove a document. `version=None` is a tombstone: delete whatever is held."""
-
-    doc_id: str
-    version: int | None = None
-
-
-Change = Document | Deletion
+from contracts.documents import Document
 
 
 @dataclass(frozen=True)

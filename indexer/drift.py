@@ -28,9 +28,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
+from contracts.errors import ModelMismatchError
 from indexer.canaries import CanaryComparison, CanaryProbe
 from indexer.compatibility import ensure_compatible
-from indexer.errors import ModelMismatchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import Manifest

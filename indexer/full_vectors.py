@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import SnapshotError
+from contracts.errors import SnapshotError
 
 MAGIC = b"SSFVEC01"
 HEADER = 32

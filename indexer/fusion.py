@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# What a search ranks by: one leg alone, or both fused (the API and the CLI offer exactly these).
+MODES = ("vector", "bm25", "hybrid")
+
 RRF_K = 60
 
 

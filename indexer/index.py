@@ -17,30 +17,23 @@ from typing import Any
 
 import numpy as np
 
+from contracts.documents import MAX_DOC_ID_CHARS, Change, Deletion, Document
+from contracts.errors import InvalidDocumentError, InvalidQueryError
+from contracts.storable import unstorable
 from indexer._rwlock import ReadWriteLock
 from indexer.analyzer import identifiers
 from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
+from indexer.config import IndexConfig, IndexSettings
 from indexer.document_store import HitRecord
 from indexer.document_table import DocumentTable
-from indexer.documents import (
-    MAX_DOC_ID_CHARS,
-    Change,
-    ChunkRecord,
-    Deletion,
-    Document,
-    DocumentRecord,
-)
+from indexer.documents import ChunkRecord, DocumentRecord
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import InvalidDocumentError, InvalidQueryError
-from indexer.fusion import FusionWeights, promote, reciprocal_rank_fusion
+from indexer.fusion import MODES, FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
-from indexer.storable import unstorable
 from indexer.vector_index import VectorIndex
-from semsearch.settings import Settings
 
-MODES = ("vector", "bm25", "hybrid")
 SNIPPET_CHARS = 300
 # Characters of a chunk normalized for its snippet when that suffices (snippet_of).
 _SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
@@ -131,12 +124,13 @@ class Index:
     def __init__(
         self,
         model: EmbeddingModel,
-        settings: Settings,
+        settings: IndexSettings,
         cache: EmbeddingCache | None = None,
         canaries: CanaryProbe | None = None,
     ) -> None:
         self.model = model
-        self.settings = settings
+        self.config = IndexConfig.of(settings)
+        settings = self.config
         self.cache = cache
         self.index_id = model.index_id
         self.chunker = Chunker(
@@ -160,7 +154,7 @@ class Index:
 
     @classmethod
     def create(
-        cls, model: EmbeddingModel, settings: Settings, cache: EmbeddingCache | None = None
+        cls, model: EmbeddingModel, settings: IndexSettings, cache: EmbeddingCache | None = None
     ) -> Index:
         return cls(model, settings, cache)
 
@@ -184,9 +178,9 @@ class Index:
             if problem:
                 raise InvalidDocumentError(f"document {doc.doc_id!r}: {problem}")
         size = _utf8_size(doc.title) + _utf8_size(doc.text)
-        if size > self.settings.max_doc_bytes:
+        if size > self.config.max_doc_bytes:
             raise InvalidDocumentError(
-                f"document {doc.doc_id!r} is {size} bytes, over the {self.settings.max_doc_bytes}-byte "
+                f"document {doc.doc_id!r} is {size} bytes, over the {self.config.max_doc_bytes}-byte "
                 "limit; split it upstream or raise SEMSEARCH_MAX_DOC_BYTES"
             )
         if (not doc.title or doc.title.isspace()) and (not doc.text or doc.text.isspace()):
@@ -199,10 +193,10 @@ class Index:
         # Metadata is stored (and returned with every hit) beside the text: it counts too.
         if doc.metadata:
             size += len(json.dumps(doc.metadata, ensure_ascii=False).encode("utf-8"))
-            if size > self.settings.max_doc_bytes:
+            if size > self.config.max_doc_bytes:
                 raise InvalidDocumentError(
                     f"document {doc.doc_id!r} with its metadata is {size} bytes, over the "
-                    f"{self.settings.max_doc_bytes}-byte limit; move bulky metadata out of the "
+                    f"{self.config.max_doc_bytes}-byte limit; move bulky metadata out of the "
                     "event or raise SEMSEARCH_MAX_DOC_BYTES"
                 )
 

@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import SnapshotError
 from indexer.durable_files import write_atomically
-from indexer.errors import SnapshotError
 from indexer.lexical import (
     COMPACT_DEAD_FRACTION,
     Checkpoint,

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import SnapshotError
 from indexer.durable_files import write_atomically
-from indexer.errors import SnapshotError
 from indexer.segments import LiveSegment
 
 SECTION_FORMAT = 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

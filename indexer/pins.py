@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from indexer.errors import IndexNotFoundError
+from contracts.errors import IndexNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -48,14 +48,17 @@ from typing import Any
 import faiss
 import numpy as np
 
+from contracts.errors import IndexNotFoundError, SnapshotError
+from contracts.ids import validate_index_id
+from contracts.offsets import Offsets
 from indexer import live_store
 from indexer.canaries import CanaryProbe
 from indexer.compatibility import ensure_compatible
+from indexer.config import DataRoot, IndexConfig, IndexSettings
 from indexer.document_store import DocumentStore, StoreChanges
 from indexer.document_table import DocumentTable
 from indexer.durable_files import fsync_dir, fsync_file, sha256_of, write_atomically
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import IndexNotFoundError, SnapshotError
 from indexer.index import Index
 from indexer.lexical import Checkpoint, LexicalIndex
 from indexer.lexical_store import LexicalStore
@@ -64,17 +67,14 @@ from indexer.model import EmbeddingModel
 from indexer.pins import GenerationPins, Pin
 from indexer.segments import LiveSegment, SealedSegment
 from indexer.vector_codec import PQSegment, full_vectors_file, load_segment
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # 2: documents in documents.sqlite (1: gen-*/documents.jsonl, migrated by the writer on open).
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-INDEX_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _GEN = re.compile(r"^gen-(\d{6,})$")
 
-Offsets = dict[str, dict[int, int]]
 # Called with (generation, reason) for each generation a fallback load skipped.
 OnSkip = Callable[[int, str], object]
 _STALE_TMP_S = 60
@@ -101,15 +101,7 @@ class RepairReport:
     published: int | None = None
 
 
-def validate_index_id(index_id: str) -> str:
-    if not isinstance(index_id, str) or not INDEX_ID_PATTERN.fullmatch(index_id) or ".." in index_id:
-        raise IndexNotFoundError(
-            f"{index_id!r} is not a valid index id (lowercase letters, digits, '.', '_', '-'; no paths)"
-        )
-    return index_id
-
-
-def index_dir(settings: Settings, index_id: str) -> Path:
+def index_dir(settings: DataRoot, index_id: str) -> Path:
     """The directory of an index id, always inside the data root."""
     root = settings.indexes_dir.resolve()
     path = (root / validate_index_id(index_id)).resolve()
@@ -404,10 +396,10 @@ class SnapshotStore:
             model=index.model.info.to_json(),
             canaries=index.canaries.to_json(),
             settings={
-                "chunk_tokens": index.settings.chunk_tokens,
-                "chunk_overlap": index.settings.chunk_overlap,
-                "nprobe": index.settings.nprobe,
-                "seal_chunks": index.settings.seal_chunks,
+                "chunk_tokens": index.config.chunk_tokens,
+                "chunk_overlap": index.config.chunk_overlap,
+                "nprobe": index.config.nprobe,
+                "seal_chunks": index.config.seal_chunks,
             },
             counts=counts,
             next_chunk_id=next_chunk_id,
@@ -561,7 +553,7 @@ class SnapshotStore:
     def load(
         self,
         model: EmbeddingModel,
-        settings: Settings,
+        settings: IndexSettings,
         cache: EmbeddingCache | None = None,
         generation: int | None = None,
         *,
@@ -612,7 +604,7 @@ class SnapshotStore:
     def _load(
         self,
         model: EmbeddingModel,
-        settings: Settings,
+        settings: IndexSettings,
         cache: EmbeddingCache | None,
         generation: int,
         repair: bool = False,
@@ -631,12 +623,10 @@ class SnapshotStore:
             if bad and not (repair and corrupt <= sealed_files | lexical_files):
                 raise SnapshotError(bad[0][1])
             stored = manifest.settings
-            settings = settings.with_overrides(
-                chunk_tokens=stored["chunk_tokens"], chunk_overlap=stored["chunk_overlap"]
-            )
+            config = IndexConfig.of(settings).with_chunking(stored["chunk_tokens"], stored["chunk_overlap"])
             if repair:
                 self._open_writer_store()
-            index = Index(model, settings, cache, canaries=canaries)
+            index = Index(model, config, cache, canaries=canaries)
             index.index_id = manifest.index_id
             self._install(index, manifest, sealed={}, skip=corrupt, writer=repair)
         if manifest.documents is None:

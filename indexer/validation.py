@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import ModelMismatchError
+from contracts.offsets import Offsets
 from indexer.canaries import CANARY_SENTENCES, CanaryProbe, compare
 from indexer.compatibility import ensure_compatible
-from indexer.errors import ModelMismatchError
 from indexer.evaluation import Quality, evaluate
 from indexer.index import Index
-from indexer.snapshots import Manifest, Offsets
+from indexer.snapshots import Manifest
 
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_P99_MS = 1000.0

@@ -51,14 +51,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexer.errors import SnapshotError
+from contracts.errors import SnapshotError
+from contracts.settings import VECTOR_CODECS
 from indexer.full_vectors import FullVectors
 from indexer.segments import SealedSegment
-from semsearch.settings import VECTOR_CODECS
 
 log = logging.getLogger(__name__)
 
-CODECS = VECTOR_CODECS  # validated in semsearch/settings.py
+CODECS = VECTOR_CODECS  # validated in contracts/settings.py
 RERANK_FACTOR = 10
 PQ_SUBVECTOR_DIMS = 8
 PQ_BITS = 8

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
 
 LOCK_FILE = "LOCK"
 DEFAULT_HINT = (

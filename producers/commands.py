@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from contracts.corpus import SkippedLines
+from contracts.events import DeleteEvent, new_version
+from contracts.settings import Settings, SettingsError
+from contracts.topics import ensure_topics, topic_layout
 from producers.corpus import read_events
 from producers.publisher import Publisher, PublishReport
-from semsearch.embedded.broker import ensure_topics, topic_layout
-from semsearch.events import DeleteEvent, new_version
-from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

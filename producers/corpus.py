@@ -2,7 +2,7 @@
 
 The line format and its checks are contracts.corpus's, shared with `semsearch build`; what is
 added here is the producer's version policy: documents without a version get
-`time.time_ns()` (see semsearch.events), so re-publishing a file makes its lines the newest.
+`time.time_ns()` (see contracts.events), so re-publishing a file makes its lines the newest.
 A line the event schema refuses (an id with control characters, an oversized document) is
 skipped with its line number, like a line the format refuses.
 """
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from contracts.corpus import SkippedLines, corpus_lines
-from indexer.errors import SemsearchError
-from semsearch.events import EventError, UpsertEvent
+from contracts.errors import SemsearchError
+from contracts.events import EventError, UpsertEvent
 
 
 def read_events(path: Path, skipped: SkippedLines) -> Iterator[UpsertEvent]:

@@ -18,8 +18,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
-from indexer.errors import SemsearchError
-from semsearch.events import ControlEvent, DocEvent, encode_control_event, encode_doc_event
+from contracts.errors import SemsearchError
+from contracts.events import ControlEvent, DocEvent, encode_control_event, encode_doc_event
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from indexer.errors import InvalidQueryError
+from contracts.errors import InvalidQueryError
+from contracts.settings import Settings
 from query_api.holder import IndexHolder
 from query_api.schemas import (
     DocumentOut,
@@ -40,29 +40,13 @@ from query_api.schemas import (
     check_search,
 )
 from query_api.serving import Serving
-from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "the request is outside the API's limits"},
     503: {"model": ErrorOut, "description": "no verified index is loaded yet"},
 }
-
-
-def max_body_bytes() -> int:
-    """SEMSEARCH_MAX_BODY_BYTES: largest request body accepted (default 64 KiB) → else 413."""
-    raw = os.environ.get("SEMSEARCH_MAX_BODY_BYTES", "").strip()
-    if not raw:
-        return DEFAULT_MAX_BODY_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"SEMSEARCH_MAX_BODY_BYTES={raw!r} is not an integer") from None
-    if value < 1024:
-        raise SettingsError("SEMSEARCH_MAX_BODY_BYTES must be >= 1024")
-    return value
 
 
 class _BodyLimit:
@@ -149,7 +133,7 @@ def create_app(
             if started_here:
                 await run_in_threadpool(holder.stop)
 
-    body_limit = max_body_bytes()
+    body_limit = settings.max_body_bytes
     app = FastAPI(
         title="semsearch",
         summary="Semantic search over a Kafka-fed index; serves the index the Redis pointer names.",

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from indexer.errors import InvalidQueryError, SemsearchError
+from contracts.errors import InvalidQueryError, SemsearchError
 
 
 def search_via_api(

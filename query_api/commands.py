@@ -1,100 +1,61 @@
-"""`semsearch serve`: the HTTP API alone, against REDIS_URL and SEMSEARCH_DATA_DIR."""
+"""`semsearch search`: query an index directory, or a running API over HTTP."""
 
 from __future__ import annotations
 
 import argparse
-import socket
-import sys
+import json
+from pathlib import Path
 from typing import Any
 
-from indexer.errors import SemsearchError
-from semsearch.settings import Settings
+from contracts.errors import IndexNotFoundError, InvalidQueryError
+from contracts.settings import Settings
+from indexer.commands import model_and_cache
+from indexer.fusion import MODES
 
 
 def register(subparsers: Any) -> None:
-    serve = subparsers.add_parser(
-        "serve",
-        help="run the search API (serves the index named by the Redis pointer)",
-        description=(
-            "Serve the index that the Redis pointer (SEMSEARCH_POINTER_KEY) names, from "
-            "SEMSEARCH_DATA_DIR/indexes/. Without REDIS_URL the embedded Redis of the data dir "
-            "is reused if running (e.g. by `semsearch up`) or started."
-        ),
-    )
-    serve.add_argument("--host", help="listen address (default $SEMSEARCH_API_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port, 0 = any free (default $SEMSEARCH_API_PORT or 8000)")
-    serve.set_defaults(func=run_serve)
+    search = subparsers.add_parser("search", help="query an index directory or a running API")
+    search.add_argument("query")
+    search.add_argument("--index-dir", type=Path)
+    search.add_argument("--api", help="URL of a running semsearch API instead of --index-dir")
+    search.add_argument("--mode", choices=MODES, default="hybrid")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--min-score", type=float)
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.set_defaults(func=run_search)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before starting uvicorn, so the real port (for --port 0) is known and a busy port
-    fails with a message instead of a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say they are TCP,
-    # and without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SemsearchError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port or "
-            "SEMSEARCH_API_PORT"
-        ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+def run_search(args: argparse.Namespace) -> int:
+    if args.k <= 0:
+        raise InvalidQueryError(f"-k must be a positive integer (got {args.k})")
+    if args.api:
+        from query_api.client import search_via_api
 
+        response = search_via_api(args.api, args.query, args.k, args.mode, args.min_score)
+        results = response.get("results", [])
+        index_id = response.get("index_id", "?")
+    else:
+        from indexer.snapshots import SnapshotStore, index_dir
 
-def api_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def make_server(app: Any, *, log_level: str = "info") -> Any:
-    """A uvicorn server for `app`; run it with `server.run(sockets=[sock])`.
-
-    Ctrl-C / SIGTERM shut it down gracefully and `run()` then *returns*: stock uvicorn re-raises
-    the signal afterwards, which would kill the process before our own cleanup (stopping the
-    embedded Redis, the indexer thread) could run.
-    """
-    import uvicorn
-
-    class GracefulServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured.clear()
-
-    config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10
-    )
-    return GracefulServer(config)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from query_api.app import create_app
-    from semsearch.embedded.redis import describe_url, resolve_redis
-
-    settings = Settings.from_env()
-    host = args.host or settings.api_host
-    port = settings.api_port if args.port is None else args.port
-    if not 0 <= port <= 65535:
-        raise SemsearchError(f"--port {port} is not a TCP port (0-65535)")
-    sock = bind_socket(host, port)
-    redis_url, embedded = resolve_redis(settings)
-    try:
-        settings = settings.with_overrides(redis_url=redis_url)
-        app = create_app(settings)
-        url = api_url(sock)
-        print(f"semsearch API on {url} (docs {url}/docs), data {settings.data_dir.resolve()}", file=sys.stderr)
-        print(f"pointer {settings.pointer_key} in Redis {describe_url(redis_url)}", file=sys.stderr)
-        make_server(app).run(sockets=[sock])
-    finally:
-        sock.close()
-        if embedded is not None:
-            embedded.stop()
+        settings = Settings.from_env()
+        model, cache = model_and_cache(settings)
+        root = args.index_dir or index_dir(settings, model.index_id)
+        if not root.is_dir():
+            raise IndexNotFoundError(
+                f"no index at {root}; build one with `semsearch build --corpus ...`"
+            )
+        index, _ = SnapshotStore(root).load(model, settings, cache)
+        index_id = index.index_id
+        hits = index.search(args.query, k=args.k, mode=args.mode, min_score=args.min_score)
+        results = [hit.__dict__ for hit in hits]
+    if args.json:
+        print(json.dumps({"index_id": index_id, "results": results}, ensure_ascii=False))
+        return 0
+    if not results:
+        print("no results" + (" above --min-score" if args.min_score is not None else ""))
+    for rank, hit in enumerate(results, start=1):
+        similarity = hit.get("similarity")
+        cosine = f" cos={similarity:.3f}" if similarity is not None else ""
+        print(f"{rank:>3}. {hit['doc_id']}  score={hit['score']:.4f}{cosine}  {hit['title'][:80]}")
+        print(f"     {hit['snippet'][:160]}")
     return 0

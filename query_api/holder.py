@@ -27,16 +27,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.errors import ModelMismatchError, SemsearchError
+from contracts.pointer import describe_url
+from contracts.settings import Settings
 from indexer.drift import DriftMonitor
-from indexer.errors import ModelMismatchError, SemsearchError
 from query_api.loader import LOAD_ERRORS, IndexLoader, refusal
 from query_api.metrics import ApiMetrics
 from query_api.migration_status import migration_status
 from query_api.refresher import Refresher
 from query_api.serving import Serving
 from query_api.watcher import PointerWatcher
-from semsearch.embedded.redis import describe_url
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

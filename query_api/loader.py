@@ -9,16 +9,22 @@ per process by fingerprint: a flip between indexes of the same model reuses its 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from indexer.errors import IndexNotFoundError, ModelMismatchError, SemsearchError, SnapshotError
+from contracts.errors import (
+    IndexNotFoundError,
+    InvalidIndexIdError,
+    ModelMismatchError,
+    SemsearchError,
+    SnapshotError,
+)
+from contracts.ids import validate_index_id
+from contracts.settings import Settings
+from indexer.compatibility import model_for_manifest
 from indexer.model import EmbeddingModel, load_model
 from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from query_api.metrics import ApiMetrics
 from query_api.serving import Serving
-from semsearch.pointer import InvalidPointerError, validate_index_id
-from semsearch.settings import Settings
 
 # What a load can fail with, short of a bug: the caller refuses the index and keeps serving.
 LOAD_ERRORS: tuple[type[Exception], ...] = (SemsearchError, OSError, ValueError, KeyError)
@@ -26,7 +32,7 @@ LOAD_ERRORS: tuple[type[Exception], ...] = (SemsearchError, OSError, ValueError,
 
 def refusal(exc: Exception) -> tuple[str, str]:
     """(reason, message) for a failed load: the reason labels semsearch_pointer_invalid."""
-    if isinstance(exc, InvalidPointerError):
+    if isinstance(exc, InvalidIndexIdError):
         return "invalid_id", str(exc)
     if isinstance(exc, IndexNotFoundError):
         return "unknown_index", str(exc)
@@ -43,12 +49,11 @@ class IndexLoader:
     def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._models: dict[str, EmbeddingModel] = {}
 
     def default_index_id(self) -> str | None:
         """The configured model's index, if it has a generation (served while the pointer is
         unset, e.g. after `semsearch build`). Raises SemsearchError if that model cannot load."""
-        model = self._model(self.settings.model)
+        model = load_model(self.settings.model, memory_mb=self.settings.embed_memory_mb)
         root = self.settings.indexes_dir / model.index_id
         return model.index_id if SnapshotStore(root).latest_generation() is not None else None
 
@@ -101,24 +106,10 @@ class IndexLoader:
             )
         return Serving(index, manifest, store, time.time(), origin, hold)
 
-    def _model(self, source: str | None) -> EmbeddingModel:
-        model = load_model(source, memory_mb=self.settings.embed_memory_mb)
-        self._models.setdefault(model.info.fingerprint, model)
-        return model
-
     def _model_for(self, manifest: Manifest) -> EmbeddingModel:
-        """The model an index was built with, loaded once per process (a flip between indexes
-        of the same model reuses its weights). The configured model is tried first, then the
-        source recorded in the manifest; SnapshotStore.load still verifies whichever we pick."""
-        wanted = manifest.model.get("fingerprint")
-        if isinstance(wanted, str) and wanted in self._models:
-            return self._models[wanted]
-        configured = self._model(self.settings.model)
-        if configured.info.fingerprint == wanted:
-            return configured
-        recorded = manifest.model.get("source")
-        if isinstance(recorded, str) and Path(recorded).is_dir():
-            candidate = self._model(recorded)
-            if candidate.info.fingerprint == wanted:
-                return candidate
-        return configured  # load() will refuse it with a ModelMismatchError naming both models
+        """The model an index was built with (load_model keeps one instance per process, so a
+        flip between indexes of the same model reuses its weights); SnapshotStore.load still
+        verifies whichever is picked."""
+        return model_for_manifest(
+            manifest.model, self.settings.model, memory_mb=self.settings.embed_memory_mb
+        )

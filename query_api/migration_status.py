@@ -1,6 +1,6 @@
 """The migration progress GET /index shows: what a migrator published, read, never interpreted.
 
-The migrator (consumers.migration_status writes it) publishes a JSON document under
+The migration orchestrator (consumers/migration/status.py writes it) publishes a JSON document under
 `<namespace>:migration` next to the pointer in Redis, and as <data_dir>/status.json for a
 process without Redis; Redis wins while it answers.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from semsearch.pointer import Pointer
+from contracts.pointer import Pointer
 
 MIGRATION_STATUS_FILE = "status.json"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from indexer.errors import IndexNotFoundError, SemsearchError
+from contracts.errors import IndexNotFoundError, SemsearchError
 from query_api.metrics import ApiMetrics
 from query_api.serving import Serving
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.index import MODES
-from semsearch.settings import Settings
+from contracts.settings import Settings
+from indexer.fusion import MODES
 
 
 class RequestError(ValueError):

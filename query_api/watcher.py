@@ -1,7 +1,7 @@
 """PointerWatcher: what the Redis pointer says, and a wake-up when it changes.
 
 The pointer is read on every poll (the fallback that always works) and, between polls, a pub/sub
-subscription to `semsearch.pointer`'s change channel ends the wait early, so a flip is seen in
+subscription to `contracts.pointer`'s change channel ends the wait early, so a flip is seen in
 milliseconds rather than a refresh interval. Redis being down is a state, not an error: it is
 recorded (`redis_up`, `redis_error` → /readyz, semsearch_redis_up/_errors), logged once per
 outage, and the caller keeps serving what it has. The value read is untrusted: the caller
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import redis
 
+from contracts.pointer import Pointer, describe_url
 from query_api.metrics import ApiMetrics
-from semsearch.embedded.redis import describe_url
-from semsearch.pointer import Pointer
 
 log = logging.getLogger(__name__)
 

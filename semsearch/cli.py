@@ -1,7 +1,8 @@
 """The `semsearch` command: each package registers its own subcommands.
 
 Registration keeps this module a table of contents: the code that runs a subcommand lives
-next to the component it drives (producers/, consumers/, indexer/, query_api/).
+next to the component it drives (producers/, consumers/, indexer/, query_api/); the commands
+that start embedded servers when none is configured (`index`, `serve`, `up`) live here, on top.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Modules that expose `register(subparsers)`; each adds subcommands with `func` set.
 COMMAND_MODULES = (
     "indexer.commands",
-    "producers.commands",
-    "consumers.commands",
-    "consumers.migration.commands",
     "query_api.commands",
+    "producers.commands",
+    "semsearch.index_command",
+    "consumers.migration.commands",
+    "semsearch.serve_command",
     "semsearch.stack",
 )
 
@@ -61,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    from indexer.errors import SemsearchError
-    from semsearch.settings import SettingsError
+    from contracts.errors import SemsearchError
+    from contracts.settings import SettingsError
 
     try:
         return int(func(args) or 0)

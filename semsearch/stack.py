@@ -35,7 +35,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from semsearch.settings import Settings
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def set_pointer_when_indexed(settings: Settings, index_id: str, stop: threading.
     """
     import redis
 
+    from contracts.pointer import Pointer
     from indexer.snapshots import SnapshotStore, index_dir
-    from semsearch.pointer import Pointer
 
     assert settings.redis_url, "resolve_redis() first"
     store = SnapshotStore(index_dir(settings, index_id))
@@ -188,7 +188,7 @@ class IndexerSupervisor:
 
 
 def banner(settings: Settings, api: str, *, broker_embedded: bool, redis_embedded: bool) -> str:
-    from semsearch.embedded.redis import describe_url
+    from contracts.pointer import describe_url
 
     data = settings.data_dir.resolve()
     kafka = f"{settings.kafka_bootstrap}" + (" (embedded, in memory)" if broker_embedded else "")
@@ -213,10 +213,9 @@ def banner(settings: Settings, api: str, *, broker_embedded: bool, redis_embedde
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from consumers.service import drain_timeout_from_env
     from indexer.model import load_model
     from query_api.app import create_app
-    from query_api.commands import api_url, bind_socket, make_server
+    from query_api.server import api_url, bind_socket, make_server
     from semsearch.embedded.broker import resolve_bootstrap
     from semsearch.embedded.redis import resolve_redis
 
@@ -224,7 +223,7 @@ def run_up(args: argparse.Namespace) -> int:
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
     sock = bind_socket(host, port)  # fail before starting anything if the port is taken
-    drain_timeout_s = drain_timeout_from_env()
+    drain_timeout_s = settings.drain_timeout_s
     stop = threading.Event()
     with ExitStack() as stack:
         stack.callback(sock.close)

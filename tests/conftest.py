@@ -25,11 +25,12 @@ os.environ.setdefault("SEMSEARCH_KAFKA_HEARTBEAT_MS", "1000")
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import EmbeddingModel, load_model
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
+from semsearch.embedded.broker import EmbeddedBroker
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.settings import Settings
 
 _unique = itertools.count()
 

@@ -12,8 +12,8 @@ import httpx
 from confluent_kafka import KafkaError, Message, Producer
 
 from contracts.corpus import SkippedLines
+from contracts.events import UpsertEvent, encode_doc_event
 from producers.corpus import read_events
-from semsearch.events import UpsertEvent, encode_doc_event
 
 
 # -- documents ----------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from bench.faults.load import Acks
 from bench.faults.row import Row
 from bench.faults.stack import Stack
 from bench.ingest import chunk_texts
+from contracts.events import UpsertEvent
 from indexer.snapshots import SnapshotStore
-from semsearch.events import UpsertEvent
 
 
 def served_version(stack: Stack, doc_id: str) -> int | None:

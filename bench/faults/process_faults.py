@@ -112,7 +112,7 @@ def row_redis_restart(ctx: Context, stack: Stack, acks: Acks, feed: Feed, row: R
     finally:
         stream.finish()
     feed.flush()
-    from semsearch.pointer import Pointer
+    from contracts.pointer import Pointer
 
     assert stack.redis is not None
     pointer = Pointer.from_url(stack.redis.url)

@@ -19,12 +19,13 @@ import httpx
 from bench._process import kill_group, start_cli, stop_process, wait_until
 from bench.crash_loop import TOPICS
 from bench.faults.load import Acks, Feed, QueryLoad
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics, free_port
+from semsearch.embedded.broker import EmbeddedBroker, free_port
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
 from semsearch.stack import set_pointer_when_indexed
 
 

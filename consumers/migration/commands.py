@@ -19,13 +19,13 @@ import redis
 
 from consumers.migration.flip import announce_move, roll_back
 from consumers.migration.status import FINISHED_STATES, status_key
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.events import ModelUpgrade
+from contracts.pointer import Pointer
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.embedded.broker import ensure_topics
-from semsearch.events import ModelUpgrade
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from prometheus_client import Gauge
 from consumers.migration.flip import announce_move, roll_back
 from consumers.migration.ledger import RequestLedger, request_key
 from consumers.source import Record
+from contracts.events import EventError, ModelUpgrade, Rollback, decode_control_event
+from contracts.pointer import Pointer, PointerError
+from contracts.settings import Settings
 from producers.publisher import Publisher
-from semsearch.events import EventError, ModelUpgrade, Rollback, decode_control_event
-from semsearch.pointer import Pointer, PointerError
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 
 from consumers.migration.errors import MigrationError
+from contracts.errors import IndexNotFoundError
+from contracts.settings import Settings
 from indexer.compatibility import model_for_manifest
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import IndexNotFoundError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ outcome (failed / aborted) and the serving index is never touched by either."""
 
 from __future__ import annotations
 
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
 
 
 class MigrationError(SemsearchError):

@@ -20,7 +20,7 @@ from prometheus_client import Gauge
 from consumers.migration.ledger import RequestLedger
 from consumers.migration.orchestrator import Orchestrator
 from consumers.migration.status import FINISHED_STATES, MIGRATIONS, MigrationStatus
-from semsearch.events import ModelUpgrade, decode_control_event
+from contracts.events import ModelUpgrade, decode_control_event
 
 log = logging.getLogger(__name__)
 

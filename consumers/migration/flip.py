@@ -2,7 +2,7 @@
 
 One implementation for the indexer's migration service (a `rollback` event on control) and for
 `semsearch rollback` (Redis directly: it must work when Kafka is what is broken). Every move is a
-compare-and-set on the pointer (semsearch/pointer.py), so of two racing movers exactly one wins
+compare-and-set on the pointer (contracts/pointer.py), so of two racing movers exactly one wins
 and the other is told the pointer moved; only validated (registered) indexes are pointed at.
 A move is then announced on control as a `flip` event - for observers, never needed for it
 to take effect (API nodes follow the pointer itself).
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.migration.status import announce
+from contracts.events import Flip
+from contracts.ids import validate_index_id
+from contracts.pointer import Pointer, PointerError
 from producers.publisher import Publisher
-from semsearch.events import Flip
-from semsearch.pointer import Pointer, PointerError, validate_index_id
 
 log = logging.getLogger(__name__)
 

@@ -13,40 +13,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from consumers.migration.errors import MigrationError
 from consumers.migration.replay import replay
 from consumers.migration.status import MIGRATION_GATE, MigrationStatus, announce
-from consumers.source import Offsets
+from contracts.errors import SemsearchError
+from contracts.events import GateReportEvent
+from contracts.offsets import Offsets
+from contracts.settings import Settings
 from indexer.beir import read_qrels, read_queries
-from indexer.errors import SemsearchError
 from indexer.index import Index
 from indexer.snapshots import Manifest
-from indexer.validation import DEFAULT_P99_MS, GateReport, validate_shadow
+from indexer.validation import GateReport, validate_shadow
 from producers.publisher import Publisher
-from semsearch.events import GateReport as GateReportEvent
-from semsearch.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 GATE_REPORT_FILE = "gate-report.json"
-
-
-def gate_p99_ms() -> float:
-    """SEMSEARCH_GATE_P99_MS: the gate's latency bound for one hybrid search (default 1000)."""
-    raw = os.environ.get("SEMSEARCH_GATE_P99_MS", "").strip()
-    if not raw:
-        return DEFAULT_P99_MS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"SEMSEARCH_GATE_P99_MS={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError("SEMSEARCH_GATE_P99_MS must be positive")
-    return value
 
 
 def load_validation_set(
@@ -115,7 +100,7 @@ class Gate:
             shadow_manifest=candidate_manifest,
             shadow_offsets=at,
             live_offsets=replayed.reached,
-            p99_bound_ms=gate_p99_ms(),
+            p99_bound_ms=self.settings.gate_p99_ms,
         )
         (report_dir / GATE_REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1))
         self.publish(report)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import redis
 
 from consumers.worker import IndexWorker
+from contracts.errors import SemsearchError
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.compatibility import model_for_manifest
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from semsearch.events import ModelUpgrade, Rollback
-from semsearch.pointer import Pointer
+from contracts.events import ModelUpgrade, Rollback
+from contracts.pointer import Pointer
 
 
 def request_key(event: ModelUpgrade | Rollback) -> str:

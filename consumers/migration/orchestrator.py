@@ -39,16 +39,17 @@ from consumers.migration.shadow import bootstrap_shadow, catch_up
 from consumers.migration.status import MigrationStatus
 from consumers.source import lookup_cluster_id
 from consumers.worker import CLUSTER_KEY, IndexWorker
+from contracts.errors import SemsearchError
+from contracts.events import ModelUpgrade
+from contracts.ids import validate_index_id
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
 from indexer.index import Index
 from indexer.model import BUNDLED_NAME, EmbeddingModel, load_model
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from indexer.validation import GateReport, unusable_model
 from producers.publisher import Publisher
-from semsearch.events import ModelUpgrade
-from semsearch.pointer import Pointer, validate_index_id
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.operators import split_batch
-from consumers.source import Offsets, Record, copy_offsets
+from consumers.source import Record
 from consumers.worker import CLUSTER_KEY
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.offsets import Offsets, copy_offsets
 from indexer.index import ApplyReport, Index
 from indexer.snapshots import Manifest
 

@@ -20,11 +20,11 @@ from consumers.migration.keeper import FreshKeeper
 from consumers.migration.ledger import RequestLedger
 from consumers.migration.orchestrator import Orchestrator
 from consumers.migration.status import MigrationStatus
+from contracts.errors import SemsearchError
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
 from producers.publisher import Publisher
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from consumers.migration.status import (
     MigrationStatus,
 )
 from consumers.worker import IndexWorker
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
 from indexer.index import ApplyReport, Index
 
 log = logging.getLogger(__name__)

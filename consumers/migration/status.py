@@ -22,10 +22,10 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Enum, Gauge
 
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.events import ControlEvent
+from contracts.pointer import Pointer
 from producers.publisher import Publisher
-from semsearch.events import ControlEvent
-from semsearch.pointer import Pointer
 
 log = logging.getLogger(__name__)
 

@@ -30,15 +30,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from indexer.errors import SemsearchError
-from semsearch.settings import Settings
+from contracts.errors import BrokerError
+from contracts.settings import Settings
+from contracts.topics import ensure_topics, topic_layout
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ _START_TIMEOUT_S = 20.0
 _STOP_TIMEOUT_S = 5.0
 _PORT_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
-
-
-class BrokerError(SemsearchError):
-    """The embedded broker could not be started, or topics could not be created."""
 
 
 def broker_binary() -> str:
@@ -199,47 +195,6 @@ class EmbeddedBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# -- topics ---------------------------------------------------------------------------------
-def partitions_from_env() -> int:
-    """SEMSEARCH_DOCS_PARTITIONS (3): partitions of a `docs` topic that semsearch creates."""
-    raw = os.environ.get("SEMSEARCH_DOCS_PARTITIONS", "").strip()
-    if not raw:
-        return 3
-    if not raw.isdigit() or int(raw) < 1:
-        raise BrokerError(f"SEMSEARCH_DOCS_PARTITIONS={raw!r} must be a positive integer")
-    return int(raw)
-
-
-def topic_layout(settings: Settings) -> dict[str, int]:
-    """Partitions per topic: `docs` is keyed by doc_id and may be split; control/DLQ keep order."""
-    return {settings.docs_topic: partitions_from_env(), settings.control_topic: 1, settings.dlq_topic: 1}
-
-
-def ensure_topics(bootstrap: str, topics: Mapping[str, int], *, timeout_s: float = 15.0) -> None:
-    """Create the topics that do not exist yet; existing ones are left exactly as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        raise BrokerError(
-            f"cannot reach Kafka at {bootstrap} ({exc}); check KAFKA_BOOTSTRAP_SERVERS or start "
-            "the stack with `semsearch up`"
-        ) from None
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing]
-    if not wanted:
-        return
-    futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
-    for name, future in futures.items():
-        try:
-            future.result()
-            log.info("created topic %s (%d partitions)", name, topics[name])
-        except KafkaException as exc:
-            error = exc.args[0]
-            if getattr(error, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
-                continue  # created concurrently by another process: fine
-            raise BrokerError(f"cannot create topic {name!r} on {bootstrap}: {error}") from None
 
 
 def resolve_bootstrap(settings: Settings) -> tuple[str, EmbeddedBroker | None]:

@@ -28,12 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from indexer.errors import SemsearchError
-from semsearch.settings import Settings
+from contracts.errors import SemsearchError
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +62,6 @@ def redis_executable() -> str:
             "set REDIS_URL to a running Redis"
         )
     return str(executable)
-
-
-def describe_url(url: str) -> str:
-    """The URL with any password masked, fit for logs, /readyz and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def ping(url: str, timeout_s: float = 1.0) -> bool:

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from consumers.worker import IndexWorker, StepReport
+from contracts.events import DocEvent
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import EmbeddingModel
 from producers.publisher import Publisher
-from semsearch.events import DocEvent
-from semsearch.settings import Settings
 
 Publish = Callable[[Sequence[DocEvent]], None]
 

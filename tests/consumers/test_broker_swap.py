@@ -16,12 +16,13 @@ from tests_support import wait_until
 
 from consumers.source import KafkaSource
 from consumers.worker import CLUSTER_KEY, IndexWorker
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.embedding_cache import EmbeddingCache
 from indexer.model import EmbeddingModel
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics, free_port
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker, free_port
 
 DOCS = [f"d{i}" for i in range(1, 11)]
 TIMEOUT_S = 60.0

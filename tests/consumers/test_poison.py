@@ -17,14 +17,14 @@ from confluent_kafka import Producer
 
 from consumers.dead_letter import read_dead_letter
 from consumers.worker import IndexWorker
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.errors import InvalidDocumentError
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import InvalidDocumentError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
 
 from .conftest import Publish, drain
 

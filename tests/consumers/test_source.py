@@ -8,7 +8,7 @@ import time
 from confluent_kafka import Producer
 
 from consumers.source import KafkaSource
-from semsearch.settings import Settings
+from contracts.settings import Settings
 
 
 def _produce(bootstrap: str, topic: str, partition: int, count: int, start: int = 0) -> None:

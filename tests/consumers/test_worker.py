@@ -15,16 +15,17 @@ from tests_support import chunk_ids_consistent, wait_until
 
 from consumers.dead_letter import read_dead_letter
 from consumers.worker import CLUSTER_KEY, IndexWorker
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.errors import ModelMismatchError
+from contracts.events import DeleteEvent, UpsertEvent
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import ModelMismatchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
-from semsearch.embedded.broker import EmbeddedBroker, ensure_topics
-from semsearch.events import DeleteEvent, UpsertEvent
-from semsearch.settings import Settings
+from semsearch.embedded.broker import EmbeddedBroker
 
 from .conftest import Publish, consumed, drain
 

@@ -10,12 +10,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 SMALL_DOCS = [
     Document(

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import itertools
 
+from contracts.documents import Document
 from indexer.chunking import Chunker, content_hash
-from indexer.documents import Document
 from indexer.model import EmbeddingModel
 
 

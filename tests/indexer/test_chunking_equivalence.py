@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from scifact_sample import scifact_rows
 
+from contracts.documents import Document
 from indexer.chunking import Chunk, Chunker, content_hash
-from indexer.documents import Document
 from indexer.model import EmbeddingModel
 
 SCIFACT_DOCS = 300

@@ -14,17 +14,17 @@ from prometheus_client import REGISTRY
 from tests_support import flip_a_byte
 
 from consumers.worker import IndexWorker
+from contracts.documents import Document
+from contracts.errors import SnapshotError
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
 from indexer.document_table import DocumentTable
-from indexer.documents import Document
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, SnapshotWriteError, index_dir
 from producers.publisher import Publisher
 from query_api.holder import IndexHolder
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
 
 MANY = [
     Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7} and dosage {i}.", 1)

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from contracts.documents import Deletion, Document
+from contracts.errors import SnapshotError
+from contracts.settings import Settings
 from indexer.document_store import STORE_FILE, DocumentStore
 from indexer.document_table import DocumentTable
-from indexer.documents import ChunkRecord, Deletion, Document, DocumentRecord
+from indexer.documents import ChunkRecord, DocumentRecord
 from indexer.durable_files import sha256_of
-from indexer.errors import SnapshotError
 from indexer.index import Index
 from indexer.lexical import LexicalIndex
 from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.snapshots import MANIFEST, SnapshotStore
-from semsearch.settings import Settings
 
 WORDS = [
     "kidney", "renal", "filtration", "protein", "urine",

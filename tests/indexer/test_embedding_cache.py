@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
-from semsearch.settings import Settings
 
 
 def _fill_the_disk(cache: EmbeddingCache) -> None:

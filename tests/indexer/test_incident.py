@@ -24,19 +24,19 @@ from prometheus_client import CollectorRegistry
 from tests_support import wait_until
 
 from consumers.worker import IndexWorker
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.errors import ModelMismatchError
+from contracts.events import UpsertEvent
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.drift import DriftMonitor
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import ModelMismatchError
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import MANIFEST, Manifest, SnapshotStore, index_dir
 from producers.publisher import Publisher
 from query_api.app import create_app
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.events import UpsertEvent
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 CORPUS = [Document(doc_id, title, text, 1) for doc_id, title, text in DOCS[:8]]
 QUERY = "Prion protein in appendix samples after BSE"

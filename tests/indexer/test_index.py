@@ -5,8 +5,8 @@ from collections.abc import Callable
 import pytest
 from tests_support import chunk_ids_consistent
 
-from indexer.documents import Deletion, Document
-from indexer.errors import InvalidQueryError
+from contracts.documents import Deletion, Document
+from contracts.errors import InvalidQueryError
 from indexer.index import ApplyReport, Index
 
 
@@ -163,7 +163,7 @@ def test_a_query_the_tokenizer_cannot_take_is_refused_with_a_reason(
 
 def test_metadata_counts_towards_the_document_size_limit(make_index: Callable[..., Index]) -> None:
     index = make_index()
-    limit = index.settings.max_doc_bytes
+    limit = index.config.max_doc_bytes
     bulky = Document("big-meta", "T", "short text", 1, {"blob": "x" * limit})
     report = index.apply([bulky])
     assert report.upserted == 0 and index.get("big-meta") is None

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
+from contracts.settings import Settings
 from indexer.fusion import reciprocal_rank_fusion
 from indexer.index import SNIPPET_CHARS, Index, snippet_of
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 
 def reference_snippet(text: str) -> str:

@@ -7,13 +7,13 @@ from collections.abc import Callable
 import pytest
 
 import indexer.analyzer
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.lexical_store import LexicalStore
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.settings import Settings
 
 QUERIES = ("vitamin d bone loss", "cholesterol statins", "invoice overdue", "INV-2024-00917")
 EXTRA = [

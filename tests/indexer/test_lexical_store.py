@@ -16,8 +16,8 @@ import pytest
 import indexer.analyzer
 import indexer.lexical
 import indexer.lexical_store
+from contracts.errors import SnapshotError
 from indexer.analyzer import analyze
-from indexer.errors import SnapshotError
 from indexer.lexical import LexicalIndex
 from indexer.lexical_store import LexicalStore, LexicalStoreError
 from tests.indexer.test_lexical import LuceneIdfBM25, _corpus

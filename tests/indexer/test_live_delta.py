@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from tests_support import flip_a_byte
 
+from contracts.documents import Deletion, Document
+from contracts.errors import SnapshotError
+from contracts.settings import Settings
 from indexer import live_store
-from indexer.documents import Deletion, Document
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 DOCS = [Document(f"n{i}", f"Note {i}", f"Ward note {i} about topic {i % 9} and dose {i}.", 1) for i in range(40)]
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 import indexer.snapshots as snapshots
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from query_api.holder import IndexHolder
 from query_api.loader import IndexLoader
 from query_api.metrics import ApiMetrics
-from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 MANY = [Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7}.", 1) for i in range(70)]

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from tests_support import chunk_ids_consistent
 
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
+from contracts.errors import IndexNotFoundError, ModelMismatchError, SnapshotError
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import IndexNotFoundError, ModelMismatchError, SnapshotError
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.settings import Settings
 
 MANY = [
     Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7} and dosage {i}.", 1)

@@ -11,7 +11,8 @@ import pytest
 from migration_data import DOCS, QRELS, QUERIES
 from migration_models import upgrade_variant, worse_variant
 
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
@@ -27,7 +28,6 @@ from indexer.validation import (
     unusable_model,
     validate_shadow,
 )
-from semsearch.settings import Settings
 
 CORPUS = [Document(doc_id, title, text, 1) for doc_id, title, text in DOCS]
 OFFSETS = {"docs": {0: 25}}

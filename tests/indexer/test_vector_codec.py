@@ -14,9 +14,10 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.errors import SnapshotError
+from contracts.settings import Settings, SettingsError
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SnapshotError
 from indexer.full_vectors import FullVectors
 from indexer.index import Index
 from indexer.model import EmbeddingModel
@@ -24,7 +25,6 @@ from indexer.segments import SealedSegment
 from indexer.snapshots import SnapshotStore
 from indexer.vector_codec import PQSegment, make_codec
 from indexer.vector_index import VectorIndex
-from semsearch.settings import Settings, SettingsError
 
 
 def _mixture(n: int, d: int, clusters: int, seed: int) -> np.ndarray:

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.settings import Settings
 
 
 def _docs(start: int, stop: int) -> list[Document]:

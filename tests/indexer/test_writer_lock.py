@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from consumers.worker import IndexWorker
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from indexer.writer_lock import IndexLockedError, WriterLock, read_holder
 from semsearch.cli import main
-from semsearch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

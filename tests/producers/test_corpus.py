@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from contracts.corpus import SkippedLines
-from indexer.errors import SemsearchError
+from contracts.errors import SemsearchError
+from contracts.events import UpsertEvent
 from producers.corpus import read_events
-from semsearch.events import UpsertEvent
 
 
 def test_good_and_bad_lines(tmp_path: Path) -> None:

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from producers.publisher import BrokerUnreachableError, Publisher, PublishError
-from semsearch.cli import main
-from semsearch.embedded.broker import ensure_topics, free_port
-from semsearch.events import (
+from contracts.events import (
     DeleteEvent,
     ModelUpgrade,
     UpsertEvent,
     decode_control_event,
     decode_doc_event,
 )
-from semsearch.settings import Settings
+from contracts.settings import Settings
+from contracts.topics import ensure_topics
+from producers.publisher import BrokerUnreachableError, Publisher, PublishError
+from semsearch.cli import main
+from semsearch.embedded.broker import free_port
 
 
 def test_publish_docs_are_acknowledged_and_keyed(bootstrap: str, stream_settings: Settings, read_topic) -> None:  # type: ignore[no-untyped-def]

@@ -19,15 +19,15 @@ from tests_support import wait_until
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 DOCS = [
     Document("d1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures.", 1),
@@ -105,7 +105,7 @@ def build_index(model: EmbeddingModel, settings: Settings, embedding_cache: Embe
 @pytest.fixture
 def serve_api() -> Iterator[Callable[[Any], str]]:
     """serve_api(app) → base URL of a real uvicorn server for `app` on a free localhost port."""
-    from query_api.commands import api_url, bind_socket, make_server
+    from query_api.server import api_url, bind_socket, make_server
 
     running: list[tuple[Any, threading.Thread]] = []
 

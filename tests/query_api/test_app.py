@@ -21,15 +21,15 @@ import pytest
 from fastapi.testclient import TestClient
 from tests_support import wait_until
 
-from indexer.documents import Document
-from indexer.errors import InvalidQueryError, SemsearchError
+from contracts.documents import Document
+from contracts.errors import InvalidQueryError, SemsearchError
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.snapshots import SnapshotStore
 from query_api.app import create_app
 from query_api.client import search_via_api
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.snapshots import SnapshotStore
 from query_api.app import create_app
 from query_api.holder import IndexHolder
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 

@@ -15,15 +15,15 @@ import pytest
 from migration_models import incident_variant, make_variant
 from tests_support import wait_until
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 

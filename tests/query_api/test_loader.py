@@ -8,14 +8,18 @@ from typing import Any
 
 import pytest
 
-from indexer.documents import Document
-from indexer.errors import IndexNotFoundError, ModelMismatchError, SnapshotError
+from contracts.documents import Document
+from contracts.errors import (
+    IndexNotFoundError,
+    InvalidIndexIdError,
+    ModelMismatchError,
+    SnapshotError,
+)
+from contracts.settings import Settings
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
 from query_api.loader import LOAD_ERRORS, IndexLoader, refusal
 from query_api.metrics import ApiMetrics
-from semsearch.pointer import InvalidPointerError
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 BAD_IDS = ("../escape", "ABSOLUTE", "idx-a/../../escape", "idx-a/../idx-b", "..", "idx-a\n", "")
@@ -63,7 +67,7 @@ def test_ids_that_are_not_index_ids_are_refused(
     for raw in BAD_IDS:
         value = str(escape.resolve()) if raw == "ABSOLUTE" else raw
         exc, reason, message = refused(loader, value)
-        assert isinstance(exc, InvalidPointerError) and reason == "invalid_id", value
+        assert isinstance(exc, InvalidIndexIdError) and reason == "invalid_id", value
         assert "not an index id" in message, value
 
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.snapshots import SnapshotStore
 from query_api.loader import IndexLoader
 from query_api.metrics import ApiMetrics
 from query_api.refresher import Refresher
-from semsearch.settings import Settings
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 

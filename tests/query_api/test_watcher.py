@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from tests_support import wait_until
 
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from query_api.metrics import ApiMetrics
 from query_api.watcher import PointerRead, PointerWatcher
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 
 @pytest.fixture

@@ -10,16 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from semsearch.embedded.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    ensure_topics,
-    free_port,
-    resolve_bootstrap,
-    topic_layout,
-    wait_until_ready,
-)
-from semsearch.settings import Settings
+from contracts.errors import BrokerError
+from contracts.settings import Settings
+from contracts.topics import ensure_topics, topic_layout
+from semsearch.embedded.broker import EmbeddedBroker, free_port, resolve_bootstrap, wait_until_ready
 
 
 def test_start_produce_consume_stop(tmp_path: Path) -> None:
@@ -50,33 +44,20 @@ def test_start_produce_consume_stop(tmp_path: Path) -> None:
         _ = broker.bootstrap
 
 
-def test_ensure_topics_is_idempotent(bootstrap: str, topic_prefix: str) -> None:
-    topics = {f"{topic_prefix}.a": 3, f"{topic_prefix}.b": 1}
-    ensure_topics(bootstrap, topics)
-    ensure_topics(bootstrap, topics)  # existing topics are left alone, no error
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-    assert {name: len(metadata.topics[name].partitions) for name in topics} == topics
-
-
 def test_unreachable_broker_is_a_clear_error() -> None:
     port = free_port()
     started = time.monotonic()
     with pytest.raises(BrokerError, match=f"127.0.0.1:{port}"):
         wait_until_ready(f"127.0.0.1:{port}", timeout_s=1.0)
     assert time.monotonic() - started < 5
-    with pytest.raises(BrokerError, match="KAFKA_BOOTSTRAP_SERVERS"):
-        ensure_topics(f"127.0.0.1:{port}", {"x": 1}, timeout_s=1.0)
 
 
 def test_resolve_bootstrap_prefers_the_configured_broker(bootstrap: str) -> None:
     assert resolve_bootstrap(Settings(kafka_bootstrap=bootstrap)) == (bootstrap, None)
 
 
-def test_resolve_bootstrap_starts_an_embedded_broker_with_the_topics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SEMSEARCH_DOCS_PARTITIONS", "2")
-    settings = Settings(data_dir=tmp_path, docs_topic="d", control_topic="c", dlq_topic="q")
+def test_resolve_bootstrap_starts_an_embedded_broker_with_the_topics(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, docs_topic="d", control_topic="c", dlq_topic="q", docs_partitions=2)
     address, broker = resolve_bootstrap(settings)
     assert broker is not None
     try:
@@ -86,9 +67,3 @@ def test_resolve_bootstrap_starts_an_embedded_broker_with_the_topics(
     finally:
         broker.stop()
     assert not broker.running
-
-
-def test_bad_partition_setting_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEMSEARCH_DOCS_PARTITIONS", "zero")
-    with pytest.raises(BrokerError, match="SEMSEARCH_DOCS_PARTITIONS"):
-        topic_layout(Settings())

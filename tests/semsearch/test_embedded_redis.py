@@ -8,9 +8,9 @@ from pathlib import Path
 
 import redis
 
-from semsearch.embedded.redis import describe_url, ping, resolve_redis, start_embedded_redis
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
+from contracts.pointer import Pointer, describe_url
+from contracts.settings import Settings
+from semsearch.embedded.redis import ping, resolve_redis, start_embedded_redis
 
 
 def test_redis_url_wins_and_starts_nothing(tmp_path: Path) -> None:
@@ -31,8 +31,8 @@ def test_started_under_the_data_dir_and_reachable_from_another_process(tmp_path:
         Pointer.from_url(url).set_if_unset("idx-a")
         # A separate OS process (as `semsearch index` or `semsearch rollback` would be) reads it.
         code = (
-            "import sys; from pathlib import Path; from semsearch.settings import Settings; "
-            "from semsearch.embedded.redis import resolve_redis; from semsearch.pointer import Pointer; "
+            "import sys; from pathlib import Path; from contracts.settings import Settings; "
+            "from semsearch.embedded.redis import resolve_redis; from contracts.pointer import Pointer; "
             "url, handle = resolve_redis(Settings(data_dir=Path(sys.argv[1]))); "
             "assert handle is None, 'a second server was started'; "
             "print(url, Pointer.from_url(url).get())"

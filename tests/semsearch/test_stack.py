@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 from tests_support import wait_until
 
+from contracts.events import UpsertEvent
+from contracts.pointer import Pointer
 from producers.publisher import Publisher
 from semsearch.embedded.redis import ping
-from semsearch.events import UpsertEvent
-from semsearch.pointer import Pointer
 
 DOCS = [
     ("s1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures."),

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 
+from contracts.events import UpsertEvent
 from indexer.model import EmbeddingModel
 from producers.publisher import Publisher
 from semsearch.embedded.broker import free_port
-from semsearch.events import UpsertEvent
 
 TOPICS = ("alpine glaciers", "tidal energy", "sourdough bread", "honeybee colonies", "river deltas")
 

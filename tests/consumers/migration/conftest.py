@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from contracts.pointer import Pointer
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.pointer import Pointer
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from contracts.events import Flip, ModelUpgrade, decode_control_event
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from semsearch.cli import main as cli
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.events import Flip, ModelUpgrade, decode_control_event
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 OLD = "minilm-aaaaaaaaaaaa"
 NEW = "minilm-bbbbbbbbbbbb"

@@ -17,10 +17,10 @@ from tests_support import wait_until
 from consumers.migration.control import CONTROL_GROUP, ControlConsumer
 from consumers.migration.flip import flip
 from consumers.migration.ledger import RequestLedger, request_key
+from contracts.events import Flip, ModelUpgrade, Rollback, decode_control_event
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from producers.publisher import Publisher
-from semsearch.events import Flip, ModelUpgrade, Rollback, decode_control_event
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 OLD = "minilm-aaaaaaaaaaaa"
 NEW = "minilm-bbbbbbbbbbbb"

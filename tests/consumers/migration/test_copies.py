@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from consumers.migration.copies import PrivateCopies
-from indexer.documents import Document
+from contracts.documents import Document
+from contracts.settings import Settings
 from indexer.index import Index
 from indexer.model import EmbeddingModel
-from semsearch.settings import Settings
 
 
 def test_a_copy_is_the_newest_generation_and_stays_pinned_until_released(

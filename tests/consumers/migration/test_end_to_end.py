@@ -31,22 +31,23 @@ from migration_models import static_variant, upgrade_variant, worse_variant
 from tests_support import pace, wait_until
 
 from consumers.service import run_indexer
+from contracts.errors import IndexNotFoundError
+from contracts.events import (
+    ControlEvent,
+    DeleteEvent,
+    Flip,
+    GateReportEvent,
+    UpsertEvent,
+    decode_control_event,
+)
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.model import EmbeddingModel, load_model
-from indexer.snapshots import IndexNotFoundError, SnapshotStore, index_dir
+from indexer.snapshots import SnapshotStore, index_dir
 from producers.publisher import Publisher
 from query_api.app import create_app
 from semsearch.cli import main as cli
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.events import (
-    ControlEvent,
-    DeleteEvent,
-    Flip,
-    GateReport,
-    UpsertEvent,
-    decode_control_event,
-)
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,8 @@ def settings(
         validation_queries=queries,
         validation_qrels=qrels,
         refresh_ms=50,
+        indexer_metrics_port=0,
+        gate_p99_ms=30000.0,
     )
 
 
@@ -274,7 +277,7 @@ def test_migration_under_load_then_rejection_then_rollback(
     assert not indexer.is_alive()
 
     events = _control_events(read_topic, settings, expect=11)
-    reports = [e for e in events if isinstance(e, GateReport)]
+    reports = [e for e in events if isinstance(e, GateReportEvent)]
     assert [(r.index_id, r.passed) for r in reports] == [
         (upgrade.index_id, True),
         (load_model(worse_dir).index_id, False),

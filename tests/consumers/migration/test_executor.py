@@ -13,10 +13,10 @@ from consumers.migration.executor import Executor
 from consumers.migration.ledger import RequestLedger, request_key
 from consumers.migration.orchestrator import Orchestrator
 from consumers.migration.status import MigrationStatus
+from contracts.events import ModelUpgrade, encode_control_event
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.model import EmbeddingModel
-from semsearch.events import ModelUpgrade, encode_control_event
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 
 def test_pending_requests_are_resumed_run_in_order_and_recorded(

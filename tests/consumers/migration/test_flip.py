@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from consumers.migration.flip import PointerMove, flip, roll_back
-from semsearch.pointer import Pointer, PointerError
+from contracts.pointer import Pointer, PointerError
 
 OLD = "minilm-aaaaaaaaaaaa"
 NEW = "minilm-bbbbbbbbbbbb"

@@ -10,11 +10,11 @@ from tests_support import wait_until
 
 from consumers.migration.keeper import FreshKeeper
 from consumers.worker import IndexWorker
+from contracts.events import UpsertEvent
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.events import UpsertEvent
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 from ..conftest import Publish, drain
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from consumers.migration.ledger import RequestLedger, request_key
-from semsearch.events import ModelUpgrade, Rollback, encode_control_event
-from semsearch.pointer import Pointer
+from contracts.events import ModelUpgrade, Rollback, encode_control_event
+from contracts.pointer import Pointer
 
 
 def test_a_request_is_identified_by_kind_target_and_time() -> None:

@@ -18,14 +18,14 @@ from migration_models import static_variant, upgrade_variant
 from consumers.migration.orchestrator import MigrationOutcome, Orchestrator, resolve_model_source
 from consumers.migration.status import MigrationStatus
 from consumers.worker import IndexWorker
+from contracts.errors import SemsearchError
+from contracts.events import ModelUpgrade, UpsertEvent
+from contracts.pointer import Pointer
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
-from indexer.errors import SemsearchError
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore, index_dir
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.events import ModelUpgrade, UpsertEvent
-from semsearch.pointer import Pointer
-from semsearch.settings import Settings
 
 from ..conftest import Publish, drain
 

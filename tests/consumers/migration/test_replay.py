@@ -8,13 +8,13 @@ import pytest
 from confluent_kafka import Producer
 
 from consumers.migration.replay import ReplayError, offsets_in, replay
-from consumers.source import Offsets
 from consumers.worker import CLUSTER_KEY
+from contracts.events import DeleteEvent, UpsertEvent, encode_doc_event
+from contracts.offsets import Offsets
+from contracts.settings import Settings
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.events import DeleteEvent, UpsertEvent, encode_doc_event
-from semsearch.settings import Settings
 
 from ..conftest import Publish
 

@@ -18,10 +18,10 @@ from prometheus_client import REGISTRY
 from consumers.migration.control import CONTROL_GROUP
 from consumers.migration.ledger import request_key
 from consumers.migration.service import MigrationService
+from contracts.events import ModelUpgrade, encode_control_event
+from contracts.settings import Settings
 from producers.publisher import Publisher
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.events import ModelUpgrade, encode_control_event
-from semsearch.settings import Settings
 
 
 def _committed(bootstrap: str, topic: str) -> int:

@@ -16,13 +16,13 @@ from consumers.migration.errors import MigrationAborted, MigrationError
 from consumers.migration.shadow import bootstrap_shadow, catch_up
 from consumers.migration.status import MigrationStatus
 from consumers.worker import IndexWorker
-from indexer.documents import Deletion, Document
+from contracts.documents import Deletion, Document
+from contracts.events import UpsertEvent
+from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
-from semsearch.events import UpsertEvent
-from semsearch.settings import Settings
 
 from ..conftest import Publish
 

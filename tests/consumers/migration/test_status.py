@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumers.migration.status import FINISHED_STATES, STATES, MigrationStatus, status_key
+from contracts.pointer import Pointer
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.pointer import Pointer
 
 
 def _state_metric() -> str:

@@ -1,4 +1,8 @@
-"""`semsearch index`: run the streaming indexer in the foreground until SIGTERM/SIGINT."""
+"""`semsearch index`: run the streaming indexer in the foreground until SIGTERM/SIGINT.
+
+On the top floor because without KAFKA_BOOTSTRAP_SERVERS it starts an embedded broker for the
+duration (semsearch/embedded/broker.py) and hands its address to `run_indexer`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from types import FrameType
 from typing import Any
 
 from consumers.service import run_indexer
-from semsearch.settings import Settings
+from contracts.settings import Settings
+from semsearch.embedded.broker import resolve_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,24 @@ def index_command(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        run_indexer(settings, stop, abort_drain=abort_drain)
+        bootstrap, broker = resolve_bootstrap(settings)
+        try:
+            if broker is not None:
+                log.warning(
+                    "KAFKA_BOOTSTRAP_SERVERS is not set: started an embedded broker (memory only) at %s; "
+                    "publish to it with: KAFKA_BOOTSTRAP_SERVERS=%s semsearch produce FILE.jsonl",
+                    bootstrap,
+                    bootstrap,
+                )
+            run_indexer(
+                settings.with_overrides(kafka_bootstrap=bootstrap),
+                stop,
+                memory_only_broker=broker is not None,
+                abort_drain=abort_drain,
+            )
+        finally:
+            if broker is not None:
+                broker.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

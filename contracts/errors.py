@@ -25,3 +25,15 @@ class SnapshotError(SemsearchError):
 
 class IndexNotFoundError(SemsearchError):
     """No index exists under the given id or directory."""
+
+
+class InvalidIndexIdError(IndexNotFoundError):
+    """A value that is not an index id: from a request, a CLI flag or the Redis pointer.
+
+    An IndexNotFoundError because no index can exist under it; its own type because a
+    malformed id is someone's input error (or tampering), not a missing build.
+    """
+
+
+class BrokerError(SemsearchError):
+    """Kafka cannot be reached or started, or a topic cannot be created."""

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from contracts.errors import InvalidIndexIdError
+from contracts.pointer import HISTORY_MAX, Pointer, PointerError
 from semsearch.embedded.redis import EmbeddedRedis
-from semsearch.pointer import HISTORY_MAX, InvalidPointerError, Pointer, PointerError
 
 
 @pytest.fixture
@@ -135,9 +136,9 @@ def test_rollback_of_an_unset_pointer_is_refused(pointer: Pointer) -> None:
 )
 def test_values_that_are_not_index_ids_are_refused(pointer: Pointer, bad: str) -> None:
     assert pointer.set_if_unset("idx-a")
-    with pytest.raises(InvalidPointerError, match="not an index id"):
+    with pytest.raises(InvalidIndexIdError, match="not an index id"):
         pointer.compare_and_set("idx-a", bad)
-    with pytest.raises(InvalidPointerError):
+    with pytest.raises(InvalidIndexIdError):
         pointer.register(bad)
     assert pointer.get() == "idx-a"
 

@@ -15,6 +15,12 @@ stamps `time.time_ns()`.
 `control` topic — value = JSON ``{"type": ..., ...}``; kinds register themselves with
 `@control_event("type-name")`, so later kinds (gate reports, pointer flips) extend the schema
 without touching the decoder.
+
+Both are pydantic dataclasses in discriminated unions (on `op` and on `type`), whose JSON
+schemas are published in docs/schemas/ (`python -m contracts.publish`). Constructing an event
+in code only checks types; everything hostile input can carry (lone surrogates, NaN, ids that
+are not printable, versions beyond 64 bits) is checked when decoding (validation context
+`wire`) and again before encoding (`check_doc_event`), with a reason that says how to fix it.
 """
 
 from __future__ import annotations
@@ -23,12 +29,26 @@ import json
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from dataclasses import field, fields
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
-from indexer.documents import MAX_DOC_ID_CHARS, Deletion, Document
-from indexer.errors import SemsearchError
-from indexer.storable import MAX_NESTING, unstorable
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+
+from contracts.documents import MAX_DOC_ID_CHARS, Deletion, Document
+from contracts.errors import SemsearchError
+from contracts.storable import MAX_NESTING, unstorable
 
 UPSERT = "upsert"
 DELETE = "delete"
@@ -140,15 +160,75 @@ def _key(key: bytes | str | None) -> str | None:
 
 
 # -- document events ------------------------------------------------------------------------
-@dataclass(frozen=True)
+_WIRE = "wire"  # validation context: decoding a record from the topic (untrusted input)
+_CONFIG = ConfigDict(extra="ignore")  # fields of newer producers are ignored, not fatal
+
+
+def _on_wire(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get(_WIRE))
+
+
+DocId = Annotated[
+    str,
+    Field(
+        description="The document's id; also the record key (one partition per document). "
+        "Printable, no control characters.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_DOC_ID_CHARS},
+    ),
+]
+Version = Annotated[
+    int,
+    Field(
+        description="Grows with every change of one document; the index ignores anything not "
+        "newer than what it holds.",
+        json_schema_extra={"minimum": 0, "maximum": MAX_VERSION},
+    ),
+]
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class UpsertEvent:
     """Create or replace a document."""
 
-    doc_id: str
-    version: int
+    doc_id: DocId
+    version: Version
     title: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    op: Literal["upsert"] = "upsert"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_empty(cls, data: Any, info: ValidationInfo) -> Any:
+        """On the wire `title` is optional (null = absent = empty)."""
+        if _on_wire(info) and isinstance(data, dict) and data.get("title") is None:
+            data = {**data, "title": ""}
+        return data
+
+    @field_validator("doc_id", mode="before")
+    @classmethod
+    def _wire_doc_id(cls, value: Any, info: ValidationInfo) -> Any:
+        return _doc_id(value) if _on_wire(info) else value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _wire_version(cls, value: Any, info: ValidationInfo) -> Any:
+        return _version(value, required=True) if _on_wire(info) else value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _wire_text(cls, value: Any, info: ValidationInfo) -> Any:
+        return _string({"text": value}, "text", required=True) if _on_wire(info) else value
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _wire_title(cls, value: Any, info: ValidationInfo) -> Any:
+        return _string({"title": value}, "title", required=False) if _on_wire(info) else value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _wire_metadata(cls, value: Any, info: ValidationInfo) -> Any:
+        return _metadata(value) if _on_wire(info) else value
 
     @classmethod
     def build(
@@ -162,12 +242,14 @@ class UpsertEvent:
         """Validated construction from loose input (a corpus line); no version = `new_version()`."""
         row = {"title": title, "text": text}
         checked = _version(version, required=False)
+        held = _metadata(metadata)
+        _check_storable(held, "'metadata'")  # before the type check: it says how to fix it
         event = cls(
             doc_id=_doc_id(doc_id),
             version=new_version() if checked is None else checked,
             title=_string(row, "title", required=False),
             text=_string(row, "text", required=True),
-            metadata=_metadata(metadata),
+            metadata=held,
         )
         check_doc_event(event)
         return event
@@ -186,12 +268,23 @@ class UpsertEvent:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class DeleteEvent:
     """Remove a document. `version=None` (a Kafka tombstone) deletes whatever is held."""
 
-    doc_id: str
-    version: int | None = None
+    doc_id: DocId
+    version: Version | None = None
+    op: Literal["delete"] = "delete"
+
+    @field_validator("doc_id", mode="before")
+    @classmethod
+    def _wire_doc_id(cls, value: Any, info: ValidationInfo) -> Any:
+        return _doc_id(value) if _on_wire(info) else value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _wire_version(cls, value: Any, info: ValidationInfo) -> Any:
+        return _version(value, required=False) if _on_wire(info) else value
 
     @property
     def is_tombstone(self) -> bool:
@@ -205,6 +298,28 @@ class DeleteEvent:
 
 
 DocEvent = UpsertEvent | DeleteEvent
+# The JSON value of a `docs` record, told apart by `op`.
+DocMessage = Annotated[DocEvent, Field(discriminator="op")]
+_DOC_MESSAGE: TypeAdapter[DocEvent] = TypeAdapter(DocMessage)
+
+
+def _doc_problem(exc: ValidationError, row: Mapping[str, Any]) -> EventError:
+    """The first problem of a decoded `docs` value, said as the DLQ reason."""
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, EventError):
+        return cause
+    kind = error["type"]
+    if kind == "union_tag_not_found":
+        return EventError("'op' is missing; it must be 'upsert' or 'delete'")
+    if kind == "union_tag_invalid":
+        return EventError(f"'op' must be 'upsert' or 'delete' (got {row.get('op')!r})")
+    name = str(error["loc"][-1]) if error["loc"] else "value"
+    if kind == "missing" and name == "version":
+        return EventError("'version' is missing; every upsert needs an integer version")
+    if kind == "missing":
+        return EventError(f"'{name}' is missing")
+    return EventError(f"'{name}' {error['msg'][0].lower()}{error['msg'][1:]} (got {error.get('input')!r})")
 
 
 def check_doc_event(event: DocEvent) -> None:
@@ -244,41 +359,29 @@ def decode_doc_event(key: bytes | str | None, value: bytes | str | None) -> DocE
     for name, item in row.items():
         _check_storable(name, "a field name")
         _check_storable(item, f"'{name}'")
-    op = row.get("op")
-    if op is None:
-        raise EventError("'op' is missing; it must be 'upsert' or 'delete'")
-    if op not in (UPSERT, DELETE):
-        raise EventError(f"'op' must be 'upsert' or 'delete' (got {op!r})")
-    if "doc_id" not in row:
-        raise EventError("'doc_id' is missing")
-    doc_id = _doc_id(row["doc_id"])
+    try:
+        event = _DOC_MESSAGE.validate_python(row, context={_WIRE: True})
+    except ValidationError as exc:
+        raise _doc_problem(exc, row) from None
     if key_id is None:
         # Kafka partitions by key: without it, versions of one document scatter over partitions
         # (so over shards, and out of order), which no consumer can repair.
         raise EventError(
-            f"the record has no key; publish with key = doc_id ({doc_id!r}) so that every version "
-            "of a document lands in the same partition, in order"
+            f"the record has no key; publish with key = doc_id ({event.doc_id!r}) so that every "
+            "version of a document lands in the same partition, in order"
         )
-    if key_id != doc_id:
+    if key_id != event.doc_id:
         raise EventError(
-            f"key {key_id!r} differs from doc_id {doc_id!r}; publish with key = doc_id so that "
+            f"key {key_id!r} differs from doc_id {event.doc_id!r}; publish with key = doc_id so that "
             "every version of a document lands in the same partition, in order"
         )
-    if op == DELETE:
-        return DeleteEvent(doc_id, _version(row.get("version"), required=False))
-    return UpsertEvent(
-        doc_id=doc_id,
-        version=_version(row.get("version"), required=True) or 0,
-        title=_string(row, "title", required=False),
-        text=_string(row, "text", required=True),
-        metadata=_metadata(row.get("metadata")),
-    )
+    return event
 
 
 # -- control events -------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ControlEvent:
-    """Base of every `control` kind; subclasses are plain dataclasses of JSON-able fields."""
+    """Base of every `control` kind; subclasses are pydantic dataclasses of JSON-able fields."""
 
     TYPE: ClassVar[str] = ""
 
@@ -286,31 +389,32 @@ class ControlEvent:
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"type": self.TYPE, **body}
 
-    @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> ControlEvent:
-        known = {f.name: f for f in fields(cls)}
-        required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
-        missing = [name for name in required if name not in row]
-        if missing:
-            raise EventError(f"control event {cls.TYPE!r} is missing {', '.join(map(repr, missing))}")
-        try:
-            return cls(**{k: v for k, v in row.items() if k in known})
-        except (TypeError, ValueError) as exc:
-            raise EventError(f"control event {cls.TYPE!r}: {exc}") from None
-
 
 _CONTROL_KINDS: dict[str, type[ControlEvent]] = {}
-C = TypeVar("C", bound=type[ControlEvent])
+C = TypeVar("C", bound=type)  # pydantic types decorated dataclasses as type[PydanticDataclass]
 
 
 def control_event(type_name: str) -> Callable[[C], C]:
     """Register a control kind under its wire `type` (kinds added later call this too)."""
 
     def register(cls: C) -> C:
+        if not issubclass(cls, ControlEvent):
+            raise TypeError(f"{cls.__name__} must subclass ControlEvent")
         if type_name in _CONTROL_KINDS and _CONTROL_KINDS[type_name] is not cls:
             raise ValueError(f"control event type {type_name!r} is registered twice")
         cls.TYPE = type_name
         _CONTROL_KINDS[type_name] = cls
+        _control_message.cache_clear()
+        validated_init = cls.__init__
+
+        def __init__(self: ControlEvent, *args: Any, **kwargs: Any) -> None:
+            """Construction in code fails like decoding does: with an EventError."""
+            try:
+                validated_init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise _control_problem(type_name, exc) from None
+
+        cls.__init__ = __init__  # type: ignore[assignment]
         return cls
 
     return register
@@ -320,8 +424,34 @@ def control_kinds() -> tuple[str, ...]:
     return tuple(sorted(_CONTROL_KINDS))
 
 
+def _type_of(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "TYPE", None)
+    return kind if isinstance(kind, str) else None
+
+
+@cache
+def _control_message() -> TypeAdapter[ControlEvent]:
+    """The registered kinds as one union told apart by `type` (rebuilt when a kind registers)."""
+    members = tuple(Annotated[cls, Tag(name)] for name, cls in sorted(_CONTROL_KINDS.items()))
+    union: Any = Annotated[Union[members], Discriminator(_type_of)]  # noqa: UP007
+    return TypeAdapter(union)
+
+
+def _control_problem(kind: str, exc: ValidationError) -> EventError:
+    errors = exc.errors()
+    cause = (errors[0].get("ctx") or {}).get("error")
+    if isinstance(cause, EventError):
+        return cause
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"]]
+    if missing:
+        return EventError(f"control event {kind!r} is missing {', '.join(map(repr, missing))}")
+    error = errors[0]
+    where = f"'{error['loc'][-1]}' " if error["loc"] else ""
+    return EventError(f"control event {kind!r}: {where}{error['msg']} (got {error.get('input')!r})")
+
+
 @control_event("model-upgrade")
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ModelUpgrade(ControlEvent):
     """Build a shadow index with `model` (a local model directory or registered name)."""
 
@@ -335,7 +465,7 @@ class ModelUpgrade(ControlEvent):
 
 
 @control_event("rollback")
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class Rollback(ControlEvent):
     """Point serving back at the previous index (or at `to_index` when given)."""
 
@@ -344,8 +474,8 @@ class Rollback(ControlEvent):
 
 
 @control_event("gate-report")
-@dataclass(frozen=True)
-class GateReport(ControlEvent):
+@dataclass(frozen=True, config=_CONFIG)
+class GateReportEvent(ControlEvent):
     """The validation gate's verdict on a shadow index, published whether it passed or not."""
 
     index_id: str
@@ -356,7 +486,7 @@ class GateReport(ControlEvent):
 
 
 @control_event("flip")
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class Flip(ControlEvent):
     """The active-index pointer moved from `from_index` to `to_index`."""
 
@@ -377,8 +507,48 @@ def decode_control_event(value: bytes | str | None) -> ControlEvent:
         raise EventError("control event has no value")
     row = _json_object(value)
     kind = row.get("type")
-    cls = _CONTROL_KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if not isinstance(kind, str) or kind not in _CONTROL_KINDS:
         raise EventError(f"unknown control event type {kind!r}; known: {', '.join(control_kinds())}")
-    body = {k: v for k, v in row.items() if k != "type"}
-    return cls.from_json(body)
+    try:
+        return _control_message().validate_python(row)
+    except ValidationError as exc:
+        raise _control_problem(kind, exc) from None
+
+
+# What docs/schemas/control.schema.json publishes (kinds registered later are not part of it).
+PUBLISHED_CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (ModelUpgrade, Rollback, GateReportEvent, Flip)
+
+
+def doc_event_schema() -> dict[str, Any]:
+    """JSON schema of a `docs` record's value (a null value, the tombstone, is not JSON)."""
+    schema = _DOC_MESSAGE.json_schema()
+    # The wire differs from construction in code in two places: `op` is required (it tells
+    # the kinds apart) and a missing `title` is empty.
+    for body in schema["$defs"].values():
+        body["required"] = ["op", *body["required"]]
+    upsert = schema["$defs"]["UpsertEvent"]
+    upsert["required"].remove("title")
+    upsert["properties"]["title"]["default"] = ""
+    schema["title"] = "semsearch docs event"
+    schema["description"] = "The value of a record on the `docs` topic; the key is the doc_id."
+    return schema
+
+
+def control_event_schema(kinds: tuple[type[ControlEvent], ...] = PUBLISHED_CONTROL_EVENTS) -> dict[str, Any]:
+    """JSON schema of a `control` record's value: one of `kinds`, told apart by `type`."""
+    defs: dict[str, Any] = {}
+    for cls in kinds:
+        body = TypeAdapter(cls).json_schema()
+        body["properties"] = {"type": {"const": cls.TYPE, "type": "string"}, **body.get("properties", {})}
+        body["required"] = ["type", *body.get("required", [])]
+        defs[cls.__name__] = body
+    return {
+        "title": "semsearch control event",
+        "description": "The value of a record on the `control` topic (key b'control').",
+        "$defs": defs,
+        "oneOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in kinds],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {cls.TYPE: f"#/$defs/{cls.__name__}" for cls in kinds},
+        },
+    }

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
+from pydantic.dataclasses import dataclass
 
-from indexer.documents import Deletion, Document
-from semsearch.events import (
+from contracts.documents import Deletion, Document
+from contracts.events import (
     ControlEvent,
     DeleteEvent,
     EventError,
     Flip,
-    GateReport,
+    GateReportEvent,
     ModelUpgrade,
     Rollback,
     UpsertEvent,
@@ -111,7 +111,7 @@ def test_control_events_round_trip() -> None:
     for event in (
         ModelUpgrade("/models/e5-small", requested_at=1.0, reason="better recall"),
         Rollback(to_index="all-minilm-l6-v2-abc", requested_at=2.0),
-        GateReport("e5-small-123", passed=False, reason="nDCG dropped", metrics={"ndcg@10": 0.61}, at=3.0),
+        GateReportEvent("e5-small-123", passed=False, reason="nDCG dropped", metrics={"ndcg@10": 0.61}, at=3.0),
         Flip(from_index="a", to_index="b", at=4.0),
     ):
         _key, value = encode_control_event(event)

@@ -16,15 +16,16 @@ import pytest
 
 from consumers.operators import split_batch
 from consumers.source import Record
-from indexer.document_table import DocumentTable
-from indexer.documents import ChunkRecord, Document, DocumentRecord
-from semsearch.events import (
+from contracts.documents import Document
+from contracts.events import (
     MAX_NESTING,
     EventError,
     UpsertEvent,
     decode_doc_event,
     encode_doc_event,
 )
+from indexer.document_table import DocumentTable
+from indexer.documents import ChunkRecord, DocumentRecord
 
 
 def upsert(doc_id: str = "d1", **fields: Any) -> bytes:

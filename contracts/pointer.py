@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from indexer.errors import SemsearchError
-from indexer.snapshots import INDEX_ID_PATTERN
+from contracts.errors import SemsearchError
+from contracts.ids import validate_index_id
 
 HISTORY_MAX = 50
 
@@ -66,18 +67,16 @@ class PointerError(SemsearchError):
     """The pointer cannot be read or changed as asked."""
 
 
-class InvalidPointerError(PointerError):
-    """A value that is not an index id was given or found in the pointer."""
-
-
-def validate_index_id(value: object) -> str:
-    """Return `value` if it is a well-formed index id; raise InvalidPointerError otherwise."""
-    if not isinstance(value, str) or not INDEX_ID_PATTERN.fullmatch(value) or ".." in value:
-        raise InvalidPointerError(
-            f"{value!r} is not an index id (lowercase letters, digits, '.', '_', '-'; at most 128 "
-            "characters; never a path); point at an id listed under $SEMSEARCH_DATA_DIR/indexes/"
-        )
-    return value
+def describe_url(url: str) -> str:
+    """The URL with any password masked, fit for logs, /readyz and metrics."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def _text(value: Any) -> str:
@@ -191,6 +190,8 @@ class Pointer:
 
     def subscribe(self) -> redis.client.PubSub:
         """A pub/sub handle subscribed to change notifications (poll it with get_message)."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub: redis.client.PubSub = self.client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True
+        )
         pubsub.subscribe(self.channel)
         return pubsub
