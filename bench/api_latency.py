@@ -21,9 +21,7 @@ Localhost only, bounded in count and time. Prints a table, writes bench/results/
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -33,30 +31,21 @@ import tempfile
 import threading
 import time
 import uuid
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench._data import DEFAULT_DATA, RESULTS, load_events
+from bench._process import stop_process
+from bench._stats import percentile
+from bench.reporting import command, machine, write_json
 from contracts.events import UpsertEvent
 from indexer.beir import read_queries
-from producers.corpus import SkippedLines, read_events
+from indexer.fusion import MODES
 from producers.publisher import Publisher
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "api_latency.json"
-MODES = ("bm25", "vector", "hybrid")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+DEFAULT_OUT = RESULTS / "api_latency.json"
 
 
 class Stack:
@@ -100,15 +89,9 @@ class Stack:
         return match.group(1)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(180)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process, signal.SIGINT, 180)
         self._log.close()
-        return int(self.process.returncode)
+        return code
 
 
 def documents(http: httpx.Client) -> int:
@@ -172,12 +155,12 @@ def load_run(api: str, queries: list[str], mode: str, clients: int, seconds: flo
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         "qps": len(latencies) / wall if wall else 0.0,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p90_ms": percentile(latencies, 0.90) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p90_ms": percentile(latencies, 90) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
-        "server_p50_ms": percentile(server_ms, 0.50),
-        "server_p99_ms": percentile(server_ms, 0.99),
+        "server_p50_ms": percentile(server_ms, 50),
+        "server_p99_ms": percentile(server_ms, 99),
         "wall_s": wall,
     }
 
@@ -229,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     queries = list(read_queries(args.data / "queries.jsonl").values())
-    skipped = SkippedLines()
-    events = list(islice(read_events(args.data / "corpus.jsonl", skipped), args.seed_docs + args.ingest_docs))
+    events = load_events(args.data / "corpus.jsonl", args.seed_docs + args.ingest_docs)
     seed, backlog = events[: args.seed_docs], events[args.seed_docs :]
     load_start = os.getloadavg()
     rows: list[dict[str, Any]] = []
@@ -270,27 +252,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     finite = [f for f in fresh if f != float("inf")]
     print(
-        f"freshness (ack → visible via /search, {len(fresh)} probes): p50 {percentile(finite, 0.5):.3f}s  "
+        f"freshness (ack → visible via /search, {len(fresh)} probes): p50 {percentile(finite, 50):.3f}s  "
         f"max {max(fresh):.3f}s  timeouts {len(fresh) - len(finite)}"
     )
     result = {
         "bench": "api_latency",
-        "command": "python -m bench.api_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "command": command("api_latency", argv),
+        "params": vars(args),
         "rows": rows,
-        "freshness_s": {"probes": fresh, "p50": percentile(finite, 0.5), "max": max(fresh), "timeouts": len(fresh) - len(finite)},
+        "freshness_s": {"probes": fresh, "p50": percentile(finite, 50), "max": max(fresh), "timeouts": len(fresh) - len(finite)},
         "seed_seconds": seed_s,
         "drain_seconds_after_ingesting_phase": drain_s,
         "stack_exit_code": exit_code,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
+        "machine": machine(load_start),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0 if all(r["errors"] == 0 for r in rows) and exit_code == 0 else 1
 

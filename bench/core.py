@@ -18,9 +18,9 @@ then measured per mode on the built index with SciFact queries.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.reporting import percentile, print_table
+from bench._baseline import raw_encode
+from bench._data import DEFAULT_DATA, RESULTS, load_documents
+from bench._stats import summary, timed
+from bench.reporting import command, machine, print_table, write_json
 from contracts.documents import Document
 from contracts.settings import Settings
-from indexer.beir import ReadProblems, read_corpus, read_queries
+from indexer.beir import read_queries
 from indexer.build import build_index
 from indexer.chunking import Chunker
 from indexer.embedding_cache import EmbeddingCache
@@ -41,9 +44,7 @@ from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "core.json"
+DEFAULT_OUT = RESULTS / "core.json"
 TARGET_RATIO = 0.9
 
 
@@ -64,18 +65,6 @@ class BuildRun:
         return self.chunks / self.seconds if self.seconds else 0.0
 
 
-def load_documents(corpus: Path, limit: int) -> list[Document]:
-    problems = ReadProblems()
-    docs: list[Document] = []
-    for doc in read_corpus(corpus, problems):
-        docs.append(doc)
-        if len(docs) == limit:
-            break
-    if not docs:
-        raise SystemExit(f"{corpus} holds no readable documents ({problems.summary()})")
-    return docs
-
-
 def write_corpus(docs: list[Document], path: Path) -> None:
     """The subset as a BEIR corpus file, so `build_index` reads exactly what the raw pass embeds."""
     with path.open("w", encoding="utf-8") as handle:
@@ -83,19 +72,6 @@ def write_corpus(docs: list[Document], path: Path) -> None:
             handle.write(
                 json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n"
             )
-
-
-def raw_encode(model: EmbeddingModel, texts: list[str]) -> tuple[float, float]:
-    """(wall, CPU) seconds of one plain SentenceTransformer.encode over all chunk texts.
-
-    CPU time of this process is reported beside wall time because on a shared machine other
-    processes stretch wall time far more than they stretch the work this process does.
-    """
-    started, cpu = time.perf_counter(), time.process_time()
-    model._model.encode(
-        texts, batch_size=model.batch_size, convert_to_numpy=True, show_progress_bar=False
-    )
-    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def timed_build(
@@ -122,20 +98,9 @@ def query_latencies(
     """Per-mode latency of Index.search (query encoding included for vector and hybrid)."""
     results: dict[str, dict[str, float]] = {}
     for mode in MODES:
-        for query in queries[:warmup]:
-            index.search(query, k=k, mode=mode)
-        samples = []
-        for query in queries:
-            started = time.perf_counter()
-            index.search(query, k=k, mode=mode)
-            samples.append((time.perf_counter() - started) * 1000.0)
-        results[mode] = {
-            "queries": len(samples),
-            "p50_ms": percentile(samples, 50),
-            "p99_ms": percentile(samples, 99),
-            "mean_ms": statistics.fmean(samples),
-            "max_ms": max(samples),
-        }
+        samples = timed(functools.partial(index.search, k=k, mode=mode), queries, warmup)
+        stats = summary(samples)
+        results[mode] = {"queries": len(samples), **{n: v for n, v in stats.items() if n != "n"}}
     return results
 
 
@@ -257,15 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "bench": "core",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command("core", argv),
         "environment": {
-            "cpus": os.cpu_count(),
+            **machine(load_start),
             "torch_threads": _torch_threads(),
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
             "libraries": model.info.library_versions,
         },
         "model": {"index_id": model.index_id, "batch_size": model.batch_size},
@@ -308,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k,
         "query_torch_threads": query_threads,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
     print_table(
         f"Indexing throughput on {len(docs)} SciFact docs / {len(chunk_texts)} chunks (ABBA, {args.rounds} round(s))",

@@ -26,7 +26,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.reporting import print_table
+from bench._data import DEFAULT_DATA, RESULTS, load_events
+from bench._process import consumed, start_cli, wait_for_log, wait_until
+from bench.reporting import print_table, write_json
 from contracts.documents import Document
 from contracts.events import DeleteEvent, DocEvent, UpsertEvent
 from contracts.settings import Settings
@@ -44,13 +45,10 @@ from indexer.beir import read_queries
 from indexer.index import Index
 from indexer.model import load_model
 from indexer.snapshots import SnapshotStore, index_dir
-from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
 from semsearch.embedded.broker import EmbeddedBroker
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "crash_loop.json"
+DEFAULT_OUT = RESULTS / "crash_loop.json"
 TOPICS = {"docs": 3, "control": 1, "docs.dlq": 1}
 
 
@@ -117,35 +115,12 @@ class Kill:
     tmp_dirs_left: int
 
 
-def start_indexer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "semsearch.cli", "index"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-
-
-def wait_for_log(log_path: Path, needle: str, timeout_s: float, since: int) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if needle in log_path.read_text(errors="replace")[since:]:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def wait_for_tmp_generation(root: Path, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if root.is_dir() and any(p.name.startswith(".tmp-gen-") for p in root.iterdir()):
-            return True
-        time.sleep(0.002)
-    return False
-
-
-def consumed(store: SnapshotStore) -> int:
-    if store.latest_generation() is None:
-        return 0
-    return sum(o for parts in store.read_manifest().offsets.values() for o in parts.values())
+    return wait_until(
+        lambda: root.is_dir() and any(p.name.startswith(".tmp-gen-") for p in root.iterdir()),
+        timeout_s,
+        0.002,
+    )
 
 
 def run_lives(
@@ -166,7 +141,7 @@ def run_lives(
     try:
         for life in range(lives + 1):
             mark = log_path.stat().st_size if log_path.exists() else 0
-            process = start_indexer(env, log_path)
+            process = start_cli("index", env, log_path)
             born = time.monotonic()
             report = publisher.publish_docs("docs", plan[life])
             if report.failed:
@@ -274,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-wave", type=int, default=20, help="events published per life after the first")
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.kills < 1:
@@ -282,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     started = time.monotonic()
 
-    skipped = SkippedLines()
-    docs: list[UpsertEvent] = []
-    for event in read_events(args.data / "corpus.jsonl", skipped):
-        docs.append(event)
-        if len(docs) == args.docs:
-            break
+    docs = load_events(args.data / "corpus.jsonl", args.docs)
     plan = plan_events(docs, args.kills, args.per_wave, rng)
     expected = reference_state(plan)
     total_events = sum(map(len, plan))
@@ -351,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     payload = {
         "passed": passed,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": vars(args),
         "events_published": total_events,
         "kills": [asdict(k) for k in kills],
         "kills_during_ingestion": sum(1 for k in kills if k.behind_at_kill > 0),
@@ -364,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.monotonic() - started, 1),
         "work_dir": str(work),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
+    write_json(args.out, payload)
     print(f"\nwrote {args.out} ({payload['total_seconds']} s); logs in {work}")
     return 0 if passed else 1
 

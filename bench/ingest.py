@@ -20,13 +20,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.reporting import percentile, print_table
+from bench import _data
+from bench._baseline import raw_encode
+from bench._process import consumed, process_cpu_seconds, start_cli, stop_process
+from bench._stats import percentile
+from bench.reporting import command, machine, print_table, write_json
 from contracts.events import UpsertEvent
 from contracts.settings import Settings
 from contracts.topics import ensure_topics
@@ -42,38 +41,16 @@ from indexer.chunking import Chunker
 from indexer.index import Index
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore, index_dir
-from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
 from semsearch.embedded.broker import EmbeddedBroker
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "ingest.json"
+DEFAULT_OUT = _data.RESULTS / "ingest.json"
 TARGET_RATIO = 0.9
 
 
 def load_events(corpus: Path, count: int) -> list[UpsertEvent]:
-    events: list[UpsertEvent] = []
-    for event in read_events(corpus, SkippedLines()):
-        events.append(UpsertEvent(event.doc_id, 1, event.title, event.text, {}))
-        if len(events) == count:
-            break
-    return events
-
-
-def raw_encode(model: EmbeddingModel, texts: list[str]) -> tuple[float, float]:
-    """(wall, CPU) seconds of one plain SentenceTransformer.encode over the chunk texts, with the
-    batch size the indexer uses. CPU time is reported beside wall time because other processes
-    on a shared machine stretch wall time far more than they stretch the work itself."""
-    started, cpu = time.perf_counter(), time.process_time()
-    model._model.encode(texts, batch_size=model.batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return time.perf_counter() - started, time.process_time() - cpu
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The first `count` documents at version 1 without metadata: every run publishes the same."""
+    return [UpsertEvent(e.doc_id, 1, e.title, e.text, {}) for e in _data.load_events(corpus, count)]
 
 
 def chunk_texts(model: EmbeddingModel, settings: Settings, events: list[UpsertEvent]) -> list[str]:
@@ -98,15 +75,10 @@ class Pipeline:
             "SEMSEARCH_INDEXER_METRICS_PORT": "0",
             "HF_HUB_OFFLINE": "1",
         }
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "semsearch.cli", "index"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-            )
+        self.process = start_cli("index", env, log_path)
 
     def consumed(self) -> int:
-        if self.store.latest_generation() is None:
-            return 0
-        return sum(o for parts in self.store.read_manifest().offsets.values() for o in parts.values())
+        return consumed(self.store)
 
     def wait_consumed(self, total: int, timeout_s: float, poll_s: float = 0.005) -> float:
         deadline = time.monotonic() + timeout_s
@@ -119,13 +91,7 @@ class Pipeline:
         return time.monotonic()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s=120)
 
 
 @dataclass
@@ -219,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=20, help="freshness probes per condition")
     parser.add_argument("--rounds", type=int, default=2, help="pipeline runs between the raw passes (ABBA)")
     parser.add_argument("--busy-load", type=float, default=0.5, help="background rate as a share of capacity")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=_data.DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
+    load_start = os.getloadavg()
     settings = Settings()
     model = load_model(settings.model, memory_mb=settings.embed_memory_mb)
     events = load_events(args.data / "corpus.jsonl", args.docs + 400)
@@ -286,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = pipeline_rate / raw_rate
     cpu_ratio = raw_cpu / pipeline_cpu  # same chunks: CPU spent by the model alone vs the pipeline
     result: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": command("ingest", argv),
+        "machine": machine(load_start),
         "model": model.info.name,
         "documents": len(ingest_events),
         "chunks": len(texts),
@@ -332,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, s in (("idle", summary(idle)), (f"busy ({rate:.1f} docs/s)", summary(busy)))
         ],
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return 0 if result["meets_target"] else 1
 

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -51,15 +49,16 @@ from typing import Any
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from bench.reporting import print_table, summary
+from bench._data import DEFAULT_DATA, RESULTS
+from bench._stats import summary
+from bench.reporting import command, machine, print_table, write_json
+from contracts.corpus import SkippedLines
 from indexer.analyzer import STOPWORDS, analyze
-from indexer.beir import ReadProblems, read_corpus, read_queries
+from indexer.beir import read_corpus, read_queries
 from indexer.lexical import COMPACT_DEAD_FRACTION, LexicalIndex
 from indexer.lexical_store import LexicalStore
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "lexical.json"
+DEFAULT_OUT = RESULTS / "lexical.json"
 TARGET_QUERY_P99_MS = 5.0
 TOP_K = 10
 
@@ -114,7 +113,7 @@ def synthetic_corpus(
 
 
 def scifact_corpus(data: Path) -> tuple[list[str], list[str]]:
-    problems = ReadProblems()
+    problems = SkippedLines()
     texts = [doc.full_text for doc in read_corpus(data / "corpus.jsonl", problems)]
     queries = list(read_queries(data / "queries.jsonl").values())
     return texts, queries
@@ -343,21 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "lexical",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "environment": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
+        "command": command("lexical", argv),
+        "environment": machine(load_start),
         "target_query_p99_ms": TARGET_QUERY_P99_MS,
         "top_k": TOP_K,
         "datasets": datasets,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
     rows = []
     for name, d in datasets.items():

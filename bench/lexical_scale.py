@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import resource
@@ -39,15 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.reporting import print_table, summary
+from bench._data import DEFAULT_DATA, RESULTS, word_counts
+from bench._stats import summary
+from bench.reporting import command, print_table, write_json
 from indexer.analyzer import analyze
-from indexer.beir import ReadProblems, read_corpus, read_queries
+from indexer.beir import read_queries
 from indexer.lexical import K1, B, LexicalIndex, Segment, merge_segments
 from indexer.lexical_segment import new_name
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "lexical_scale.json"
+DEFAULT_OUT = RESULTS / "lexical_scale.json"
 TARGET_P99_MS = 10.0
 BATCH = 100_000
 
@@ -56,11 +55,7 @@ class Vocabulary:
     """SciFact's words by frequency, each with its analyzed terms (as term ids)."""
 
     def __init__(self, corpus: Path) -> None:
-        counts: Counter[str] = Counter()
-        for doc in read_corpus(corpus, ReadProblems()):
-            counts.update(doc.full_text.split())
-        self.words, freq = zip(*counts.most_common(), strict=True)
-        frequencies = np.asarray(freq, dtype=np.float64)
+        self.words, frequencies = word_counts(corpus)
         analyzed = [analyze(w) for w in self.words]
         term_id: dict[str, int] = {}
         flat = [term_id.setdefault(t, len(term_id)) for a in analyzed for t in a]
@@ -283,15 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "lexical_scale",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(["bench.lexical_scale", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command("lexical_scale", argv),
         "k": args.k,
         "loadavg_end": os.getloadavg(),
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "target_p99_ms": TARGET_P99_MS,
         "sizes": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print_table(
         f"BM25 query ms (p50 / p99), k = {args.k}, one thread; exhaustive = every posting scored",
         ["chunks", "queries", "pruned (LexicalIndex)", "exhaustive", "--old", "top-k mismatches"],

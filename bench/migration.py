@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -38,17 +37,17 @@ from typing import Any
 
 import httpx
 
-from bench.api_latency import Stack, percentile, publish, wait_for_documents
+from bench._data import DEFAULT_DATA, RESULTS, load_events
+from bench._stats import percentile
+from bench.api_latency import Stack, publish, wait_for_documents
+from bench.reporting import command, machine, write_json
 from contracts.events import ModelUpgrade, UpsertEvent
 from contracts.settings import Settings
 from indexer.beir import read_qrels, read_queries
 from indexer.model import bundled_model_path
-from producers.corpus import SkippedLines, read_events
 from producers.publisher import Publisher
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "migration.json"
+DEFAULT_OUT = RESULTS / "migration.json"
 FLIP_WINDOW_S = 2.0
 # name → (file, changed keys): a different fingerprint, the same weights.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -142,8 +141,8 @@ class Clients:
             "seconds": round(end - start, 2),
             "queries": len(rows),
             "errors": sum(1 for a in rows if a[2] != 200),
-            "p50_ms": round(percentile(ms, 0.5), 2),
-            "p99_ms": round(percentile(ms, 0.99), 2),
+            "p50_ms": round(percentile(ms, 50), 2),
+            "p99_ms": round(percentile(ms, 99), 2),
             "max_ms": round(max(ms), 2) if ms else float("nan"),
             "index_ids": sorted({a[3] for a in rows if a[3]}),
         }
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    events = list(islice(read_events(args.data / "corpus.jsonl", SkippedLines()), args.docs))
+    events = load_events(args.data / "corpus.jsonl", args.docs)
     queries = list(read_queries(args.data / "queries.jsonl").values())
     topics = Settings.from_env()
     load_start = os.getloadavg()
@@ -306,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     result = {
         "bench": "migration",
-        "command": "python -m bench.migration "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "command": command("migration", argv),
+        "params": vars(args),
         "documents": len(events),
         "held_out_queries": judged,
         "from_index": live_id,
@@ -333,15 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         "query_latency": phases,
         "seed_seconds": seed_s,
         "stack_exit_code": exit_code,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
+        "machine": machine(load_start),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
     errors = sum(p["errors"] for p in phases)
     return 0 if outcome == "flipped" and errors == 0 and exit_code == 0 else 1

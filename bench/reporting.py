@@ -1,26 +1,17 @@
-"""Numbers and tables every benchmark prints the same way (one copy, imported by each bench)."""
+"""How every bench reports: a plain table on stdout and a JSON file with the run's circumstances.
+
+On a shared 2-core machine every figure depends on what else was running, so each result file
+records the command, the machine and its load average at the start and the end of the run.
+"""
 
 from __future__ import annotations
 
-import statistics
+import json
+import os
+import platform
+import sys
+from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
-
-
-def summary(samples_ms: list[float]) -> dict[str, float]:
-    """n, p50, p99, mean and max of latency samples in milliseconds (the JSON shape of benches)."""
-    return {
-        "n": len(samples_ms),
-        "p50_ms": percentile(samples_ms, 50),
-        "p99_ms": percentile(samples_ms, 99),
-        "mean_ms": statistics.fmean(samples_ms) if samples_ms else float("nan"),
-        "max_ms": max(samples_ms) if samples_ms else float("nan"),
-    }
 
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
@@ -38,3 +29,25 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
         )
         if n == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def command(bench: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run (`argv` None: this process's own arguments)."""
+    return " ".join([f"python -m bench.{bench}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The machine and its load average over the run (`load_start`: `os.getloadavg()` at start)."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """The result file; values JSON has no type for (paths) are written as their str()."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -42,35 +42,33 @@ import gc
 import json
 import math
 import os
-import platform
 import pstats
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from bench.core import DEFAULT_DATA, REPO, load_documents
-from bench.reporting import print_table, summary
+from bench._data import DEFAULT_DATA, REPO, RESULTS, load_documents, word_counts
+from bench._process import io_written, rss_bytes
+from bench._stats import summary, timed
+from bench.reporting import command, machine, print_table, write_json
 from contracts.documents import Document
 from contracts.settings import Settings
 from indexer.analyzer import analyze
-from indexer.beir import ReadProblems, read_corpus
 from indexer.chunking import Chunk
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index, IndexCounts
 from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import SnapshotStore
 
-DEFAULT_RESULTS = REPO / "bench" / "results"
-DEFAULT_SAMPLE_CACHE = DEFAULT_RESULTS / "scale-sample-embeddings.sqlite"
+DEFAULT_SAMPLE_CACHE = RESULTS / "scale-sample-embeddings.sqlite"
 CHANGED_DOCUMENTS = 256
 TOP_K = 10
 FAISS_NPROBE = 8
@@ -87,27 +85,6 @@ NOISE_SCALE = 1.0
 QUERY_NOISE = 0.5
 # Synthetic documents are ~500 tokens (2-3 chunks); `batches` relies on this bound.
 MAX_CHUNKS_PER_DOCUMENT = 8
-
-
-def rss_bytes() -> int:
-    """Current resident set size (VmRSS), not the peak: the reload delta must exclude transients."""
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def timed(fn: Callable[[Any], object], items: list[Any], warmup: int = 10) -> list[float]:
-    """Milliseconds of `fn(item)` per item, one at a time, after a few untimed calls."""
-    for item in items[:warmup]:
-        fn(item)
-    samples = []
-    for item in items:
-        started = time.perf_counter()
-        fn(item)
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return samples
 
 
 @contextlib.contextmanager
@@ -132,19 +109,6 @@ def file_state(root: Path) -> dict[Path, tuple[int, int]]:
     return {
         p: (s.st_size, s.st_mtime_ns) for p in root.rglob("*") if p.is_file() for s in [p.stat()]
     }
-
-
-def io_written() -> int:
-    """Bytes this process passed to write(2)/pwrite(2) so far (Linux /proc/self/io wchar): what a
-    file updated in place (documents.sqlite, its WAL) really cost, where `bytes_written` counts
-    the whole file as soon as one page of it changed. 0 where /proc is not available."""
-    try:
-        for line in Path("/proc/self/io").read_text().splitlines():
-            if line.startswith("wchar:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def bytes_written(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]]) -> int:
@@ -198,14 +162,6 @@ class Synthesizer:
         return self._draw(
             self.content_cdf, int(self.rng.integers(QUERY_WORDS[0], QUERY_WORDS[1] + 1))
         )
-
-
-def scifact_words(corpus: Path) -> tuple[list[str], np.ndarray]:
-    counts: Counter[str] = Counter()
-    for doc in read_corpus(corpus, ReadProblems()):
-        counts.update(doc.full_text.split())
-    words, freq = zip(*counts.most_common(), strict=True)
-    return list(words), np.asarray(freq, dtype=np.float64)
 
 
 def sample_vectors(
@@ -658,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = args.data / "corpus.jsonl"
     if not corpus.is_file():
         parser.error(f"{corpus} not found; pass --data DIR with a BEIR corpus.jsonl (SciFact)")
-    out = args.json or DEFAULT_RESULTS / f"scale-{args.chunks}.json"
+    out = args.json or RESULTS / f"scale-{args.chunks}.json"
 
     faiss.omp_set_num_threads(1)
     load_start = os.getloadavg()
@@ -672,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         store = SnapshotStore(settings.indexes_dir / model.index_id)
 
         sample = sample_vectors(index, model, corpus, args.sample_docs, args.sample_cache)
-        words, counts = scifact_words(corpus)
+        words, counts = word_counts(corpus)
         synth = Synthesizer(sample, words, counts, args.seed)
         bank = VectorBank(model.dimension)
         import torch
@@ -726,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "bench": "scale",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(["bench.scale", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command("scale", argv),
         "chunks": n,
         "documents": counts_now.documents,
         "ingest_chunks_per_s": ingested["ingest_chunks_per_s"],
@@ -775,16 +731,12 @@ def main(argv: list[str] | None = None) -> int:
             ],
         },
         "environment": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
+            **machine(load_start),
             "wall_s": time.perf_counter() - wall_start,
             "libraries": model.info.library_versions,
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
 
     def ms(d: dict[str, float]) -> str:
         return f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}"

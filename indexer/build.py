@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from contracts.corpus import SkippedLines
 from contracts.documents import Document
 from contracts.errors import SemsearchError
-from indexer.beir import ReadProblems, read_corpus
+from indexer.beir import read_corpus
 from indexer.config import IndexSettings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import ApplyReport, Index
@@ -29,7 +30,7 @@ BUILD_BATCH_DOCS = 256
 class BuildReport:
     # Every batch's ApplyReport folded into one (ApplyReport.add): a build is one long apply.
     applied: ApplyReport = field(default_factory=ApplyReport)
-    unreadable: ReadProblems = field(default_factory=ReadProblems)
+    unreadable: SkippedLines = field(default_factory=SkippedLines)
     manifest: Manifest | None = None
 
     @property

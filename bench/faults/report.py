@@ -3,16 +3,13 @@ shared 2-core machine every recovery time depends on what else was running."""
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench.faults.row import Row
-from bench.reporting import print_table
+from bench.reporting import command, machine, print_table, write_json
 
 
 def print_rows(rows: list[Row], quick: bool) -> None:
@@ -23,7 +20,7 @@ def print_rows(rows: list[Row], quick: bool) -> None:
     )
 
 
-def write_json(
+def write_result(
     path: Path,
     argv: list[str] | None,
     quick: bool,
@@ -34,15 +31,14 @@ def write_json(
 ) -> dict[str, Any]:
     """Writes the result file; returns its payload (`passed` decides the exit status)."""
     payload = {
-        "command": " ".join(["python -m bench.faults", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command("faults", argv),
         "quick": quick,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(load_start),
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
         "rows": {name: asdict(row) for name, row in zip(names, rows, strict=False)},
         "passed": all(r.passed for r in rows),
         "work_dir": str(work),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    write_json(path, payload)
     return payload

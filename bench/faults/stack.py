@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.core import REPO
+from bench._process import kill_group, start_cli, stop_process, wait_until
 from bench.crash_loop import TOPICS
 from bench.faults.load import Acks, Feed, QueryLoad
 from contracts.events import UpsertEvent
@@ -27,8 +27,6 @@ from indexer.snapshots import SnapshotStore, index_dir
 from semsearch.embedded.broker import EmbeddedBroker, free_port
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
 from semsearch.stack import set_pointer_when_indexed
-
-SEMSEARCH = REPO / ".venv" / "bin" / "semsearch"
 
 
 # -- cleanup: every process, broker, Redis and mount this run made ------------------------------
@@ -57,36 +55,6 @@ class Cleanup:
 
 CLEANUP = Cleanup()
 atexit.register(CLEANUP.run)
-
-
-def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    """Signal the child's whole process group (it was started in its own session)."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        return
-
-
-def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> int | None:
-    """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""
-    kill_group(process, signal.SIGTERM)
-    try:
-        return process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        return process.wait(30)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll_s)
 
 
 def mount_tmpfs(directory: Path, size_mb: int) -> str | None:
@@ -167,13 +135,9 @@ class Stack:
         }
 
     def spawn(self, command: str, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        argv = [str(SEMSEARCH), command] if SEMSEARCH.exists() else [sys.executable, "-m", "semsearch.cli", command]
         with log_path.open("ab") as log:
             log.write(f"\n==== {time.strftime('%H:%M:%S')} start {command}\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                argv, env=env or self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
-            )
+        process = start_cli(command, env or self.env(), log_path, new_session=True)
         def reap() -> None:
             kill_group(process)
             process.wait(30)
@@ -223,7 +187,7 @@ class Stack:
         queries.paused.set()
         try:
             if self.api is not None:
-                stop_group(self.api, 30)
+                stop_process(self.api, timeout_s=30, group=True)
             return self.start_api(timeout_s)
         finally:
             queries.paused.clear()
@@ -260,7 +224,7 @@ class Stack:
         queries.url = None
         for process in (self.indexer, self.api):
             if process is not None:
-                stop_group(process, 60)
+                stop_process(process, timeout_s=60, group=True)
         if self.broker is not None:
             if self.broker.process is not None:
                 kill_group_broker(self.broker)

@@ -7,10 +7,11 @@ import os
 import shutil
 import time
 
+from bench._process import kill_group, stop_process, wait_until
 from bench.faults.load import Acks, Feed, Stream, stream_for
 from bench.faults.measure import finish_row, unserved, wait_served
 from bench.faults.row import Context, Row
-from bench.faults.stack import Stack, kill_group, stop_group, wait_until
+from bench.faults.stack import Stack
 from indexer.snapshots import SnapshotStore
 
 
@@ -52,7 +53,7 @@ def row_segment_bitflip(ctx: Context, stack: Stack, acks: Acks, feed: Feed, row:
     feed.flush()
     wait_served(stack, acks, 180)
     has_sealed = wait_until(lambda: _latest_segments(stack.store) != [], 30, 0.2)
-    rc = stop_group(stack.indexer, 60) if stack.indexer else None
+    rc = stop_process(stack.indexer, timeout_s=60, group=True) if stack.indexer else None
     segments = _latest_segments(stack.store)
     if not has_sealed or not segments:
         row.notes.append("no sealed segment was written; nothing to corrupt")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -30,13 +29,6 @@ def publish(bootstrap: str, stream_settings: Settings) -> Iterator[Publish]:
 
     yield send
     publisher.close()
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[EmbeddingCache]:
-    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-    yield cache
-    cache.close()
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from contracts.documents import Document
 from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
-from indexer.model import EmbeddingModel, load_model
+from indexer.model import EmbeddingModel
+from indexer.snapshots import SnapshotStore
 
 SMALL_DOCS = [
     Document(
@@ -38,19 +39,9 @@ SMALL_DOCS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def model() -> EmbeddingModel:
-    return load_model()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", seal_chunks=64)
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> EmbeddingCache:
-    return EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
 
 
 @pytest.fixture
@@ -65,3 +56,14 @@ def make_index(
         return index
 
     return make
+
+
+@pytest.fixture
+def pending_change(make_index: Callable[..., Index], tmp_path: Path) -> tuple[Index, SnapshotStore]:
+    """SMALL_DOCS written as generation 1 (offsets docs/0 at 8), then d9 applied and not yet
+    written: where every test of a generation write that fails before it commits starts."""
+    index = make_index()
+    store = SnapshotStore(tmp_path / "idx")
+    store.write(index, {"docs": {0: 8}})
+    index.apply([Document("d9", "Later", "a later document", 1)])
+    return index, store

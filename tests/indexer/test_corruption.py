@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from tests_support import flip_a_byte
 
 from consumers.worker import IndexWorker
 from contracts.documents import Document
@@ -55,12 +56,6 @@ def _written(model: EmbeddingModel, settings: Settings, cache: EmbeddingCache, d
 def _skipped(holder: IndexHolder, index_id: str) -> float:
     value = holder.metrics.registry.get_sample_value("semsearch_generations_skipped_total", {"index_id": index_id})
     return value or 0.0
-
-
-def _flip_a_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_a_truncated_newest_manifest_serves_the_previous_generation(
@@ -109,7 +104,7 @@ def test_a_corrupt_sealed_segment_is_rebuilt_from_the_cache_by_the_writer_only(
     assert index.count().sealed_segments >= 1
     expected = _results(index)
     segments = sorted(store.segments_dir.glob("seg-*.faiss"))
-    _flip_a_byte(segments[0])  # shared by both generations: falling back does not help
+    flip_a_byte(segments[0])  # shared by both generations: falling back does not help
 
     # Readers never write: they report clearly and leave the directory as it is.
     with pytest.raises(SnapshotError, match="no loadable generation") as err:
@@ -153,7 +148,7 @@ def test_repair_reembeds_what_the_cache_lacks_and_says_so(
     first = EmbeddingCache(tmp_path / "first.sqlite")
     index, store = _written(model, stream_settings, first, MANY)
     expected = [[doc for doc, _ in hits] for hits in _results(index)]
-    _flip_a_byte(next(store.segments_dir.glob("seg-*.faiss")))
+    flip_a_byte(next(store.segments_dir.glob("seg-*.faiss")))
     empty = EmbeddingCache(tmp_path / "empty.sqlite")
     caplog.set_level(logging.WARNING, logger="indexer.snapshots")
     worker = IndexWorker.open(model, stream_settings, bootstrap=bootstrap, cache=empty, group_id=stream_settings.group_id)
@@ -186,7 +181,7 @@ def test_an_empty_checksum_sidecar_is_recomputed_not_fatal(
 
     # A sidecar lost AFTER its segment was damaged must not bless the damage.
     segment = next(store.segments_dir.glob("seg-*.faiss"))
-    _flip_a_byte(segment)
+    flip_a_byte(segment)
     segment.with_name(segment.name + ".sha256").write_text("")
     third = store.write(index)
     with pytest.raises(SnapshotError, match="checksum"):
@@ -205,12 +200,12 @@ def _disk_full(monkeypatch: pytest.MonkeyPatch, full: threading.Event) -> None:
 
 
 def test_disk_full_during_a_write_leaves_nothing_and_keeps_the_previous_generation(
-    make_index: Any, model: EmbeddingModel, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pending_change: tuple[Index, SnapshotStore],
+    model: EmbeddingModel,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    index = make_index()
-    store = SnapshotStore(tmp_path / "idx")
-    store.write(index, {"docs": {0: 8}})
-    index.apply([Document("d9", "Later", "a later document", 1)])
+    index, store = pending_change
     full = threading.Event()
     full.set()
     _disk_full(monkeypatch, full)

@@ -189,18 +189,14 @@ def _store_rows(root: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_a_crash_between_the_store_commit_and_the_manifest_rename_rolls_back(
-    make_index: Callable[..., Index],
+    pending_change: tuple[Index, SnapshotStore],
     model: EmbeddingModel,
     settings: Settings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    index = make_index()
-    store = SnapshotStore(tmp_path / "idx")
-    store.write(index, {"docs": {0: 8}})
-    index.apply(
-        [Document("d9", "Later", "a later document", 1), Document("d1", "Vitamin D", "new", 2)]
-    )
+    index, store = pending_change
+    index.apply([Document("d1", "Vitamin D", "new", 2)])
 
     def crash(*args: object) -> None:
         raise OSError("simulated power loss before the rename")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,24 +36,10 @@ from indexer.model import EmbeddingModel, load_model
 from indexer.snapshots import MANIFEST, Manifest, SnapshotStore, index_dir
 from producers.publisher import Publisher
 from query_api.app import create_app
-from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from semsearch.embedded.redis import EmbeddedRedis
 
 CORPUS = [Document(doc_id, title, text, 1) for doc_id, title, text in DOCS[:8]]
 QUERY = "Prion protein in appendix samples after BSE"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = start_embedded_redis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[EmbeddingCache]:
-    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-    yield cache
-    cache.close()
 
 
 def _build(model: EmbeddingModel, settings: Settings, cache: EmbeddingCache) -> Manifest:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests_support import flip_a_byte
 
 from contracts.documents import Deletion, Document
 from contracts.errors import SnapshotError
@@ -36,12 +37,6 @@ def _top(index: Index, queries: tuple[str, ...] = ("dose 12", "topic 4", "ward n
 def _chain(manifest: Any) -> list[dict[str, Any]]:
     assert manifest.live is not None
     return list(manifest.live["files"])
-
-
-def _flip_a_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def _age(root: Path) -> None:
@@ -158,7 +153,7 @@ def test_a_corrupt_delta_refuses_its_generation_and_the_previous_one_is_served(
     expected = _rows(writer)
     writer.apply([Document("w", "W", "a third generation", 1)])
     third = store.write(writer)
-    _flip_a_byte(store.root / _chain(third)[-1]["file"])
+    flip_a_byte(store.root / _chain(third)[-1]["file"])
     with pytest.raises(SnapshotError, match="checksum"):
         store.load(model, settings)
     skipped: list[int] = []
@@ -281,7 +276,7 @@ def test_a_corrupt_base_is_rebuilt_by_the_writer_from_the_cache(
     writer.apply([Document("n4", "Note 4", "gastric ulcers", 2)])
     second = store.write(writer, {"docs": {0: 41}})
     expected = _top(writer)
-    _flip_a_byte(store.root / _chain(second)[0]["file"])
+    flip_a_byte(store.root / _chain(second)[0]["file"])
     with pytest.raises(SnapshotError, match="no loadable generation") as err:
         store.load(model, settings, fallback=True)
     assert "semsearch index" in str(err.value)

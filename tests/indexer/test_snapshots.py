@@ -49,16 +49,12 @@ def test_roundtrip_with_sealed_segments_and_offsets(
 
 
 def test_crash_during_snapshot_leaves_previous_generation_loadable(
-    make_index: Callable[..., Index],
+    pending_change: tuple[Index, SnapshotStore],
     model: EmbeddingModel,
     settings: Settings,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    index = make_index()
-    store = SnapshotStore(tmp_path / "idx")
-    store.write(index, {"docs": {0: 8}})
-    index.apply([Document("d9", "Later", "a later document", 1)])
+    index, store = pending_change
 
     def crash(*args: object) -> None:
         raise OSError("simulated power loss before the rename")

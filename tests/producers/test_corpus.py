@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from contracts.corpus import SkippedLines
 from contracts.errors import SemsearchError
 from contracts.events import UpsertEvent
-from producers.corpus import SkippedLines, read_events
+from producers.corpus import read_events
 
 
 def test_good_and_bad_lines(tmp_path: Path) -> None:

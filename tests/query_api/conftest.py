@@ -20,12 +20,14 @@ from tests_support import wait_until
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from contracts.documents import Document
+from contracts.pointer import Pointer
 from contracts.settings import Settings
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
-from indexer.model import EmbeddingModel, load_model
+from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
-from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
+from query_api.holder import IndexHolder
+from semsearch.embedded.redis import EmbeddedRedis
 
 DOCS = [
     Document("d1", "Vitamin D", "Vitamin D deficiency is associated with bone loss and fractures.", 1),
@@ -49,21 +51,9 @@ def extra_doc() -> Document:
 
 
 @pytest.fixture(scope="session")
-def model() -> EmbeddingModel:
-    return load_model()
-
-
-@pytest.fixture(scope="session")
 def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
     """Shared across tests: each passage is embedded once per session."""
     return EmbeddingCache(tmp_path_factory.mktemp("embeddings") / "embeddings.sqlite")
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = start_embedded_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -75,6 +65,23 @@ def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
         seal_chunks=64,
         pointer_key="semsearch:active",
     )
+
+
+@pytest.fixture
+def pointer(settings: Settings) -> Iterator[Pointer]:
+    """The test's active-index pointer in its own Redis (what `semsearch up` and the CLI write)."""
+    assert settings.redis_url
+    handle = Pointer.from_url(settings.redis_url, settings.pointer_key)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def holder(settings: Settings) -> Iterator[IndexHolder]:
+    """An IndexHolder on the test's settings that serves only what the pointer names."""
+    held = IndexHolder(settings, use_default_index=False)
+    yield held
+    held.stop()
 
 
 BuildIndex = Callable[..., tuple[Index, SnapshotStore]]

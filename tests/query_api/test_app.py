@@ -35,21 +35,6 @@ BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 
 
 @pytest.fixture
-def pointer(settings: Settings) -> Iterator[Pointer]:
-    assert settings.redis_url
-    handle = Pointer.from_url(settings.redis_url, settings.pointer_key)
-    yield handle
-    handle.close()
-
-
-@pytest.fixture
-def holder(settings: Settings) -> Iterator[IndexHolder]:
-    held = IndexHolder(settings, use_default_index=False)
-    yield held
-    held.stop()
-
-
-@pytest.fixture
 def client(settings: Settings, holder: IndexHolder) -> TestClient:
     """No lifespan: the holder is only driven by the test's poll_once() calls."""
     return TestClient(create_app(settings, holder))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,6 @@ from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
 
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
-
-
-@pytest.fixture
-def pointer(settings: Settings) -> Iterator[Pointer]:
-    assert settings.redis_url
-    handle = Pointer.from_url(settings.redis_url, settings.pointer_key)
-    yield handle
-    handle.close()
-
-
-@pytest.fixture
-def holder(settings: Settings) -> Iterator[IndexHolder]:
-    held = IndexHolder(settings, use_default_index=False)
-    yield held
-    held.stop()
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float) -> float:

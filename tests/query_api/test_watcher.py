@@ -18,14 +18,6 @@ from semsearch.embedded.redis import EmbeddedRedis, start_embedded_redis
 
 
 @pytest.fixture
-def pointer(settings: Settings) -> Iterator[Pointer]:
-    assert settings.redis_url
-    handle = Pointer.from_url(settings.redis_url, settings.pointer_key)
-    yield handle
-    handle.close()
-
-
-@pytest.fixture
 def watcher(settings: Settings) -> Iterator[PointerWatcher]:
     watching = PointerWatcher(settings.redis_url, settings.pointer_key, ApiMetrics())
     yield watching

@@ -55,7 +55,6 @@ DISTRACTORS = [doc_id for doc_id, _, _ in DOCS[-10:]]  # judged relevant to no q
 QUERY_TEXTS = list(QUERIES.values())
 
 
-
 @pytest.fixture
 def settings(
     stream_settings: Settings,

@@ -42,11 +42,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     )
 
 
-@pytest.fixture
-def cache(tmp_path: Path) -> EmbeddingCache:
-    return EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-
-
 def _index(model: EmbeddingModel, settings: Settings, cache: EmbeddingCache, docs: list[Document]) -> Index:
     index = Index.create(model, settings, cache)
     index.apply(docs)
