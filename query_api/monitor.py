@@ -10,7 +10,8 @@ index id the API says it served.
 The first successful run on an index id is that index's baseline (kept in MonitorState, so a
 restart keeps it): a flip to a new index starts a new baseline, a rollback finds the old one.
 A run whose answers came from two indexes (a flip mid-run) measured neither and is an error; so
-is any failure of the API. Failed runs are counted, logged and retried after
+is a run on an index that answers nothing at all (`semsearch up` points at the first, empty
+snapshot: a baseline of 0 would make the alert useless), and any failure of the API. Failed runs are counted, logged and retried after
 SEMSEARCH_MONITOR_RETRY_S; nothing a run does stops the loop.
 
 Cost per run: one search per judged query, whatever the size of the index.
@@ -106,10 +107,12 @@ def measure(search: Search, holdout: HoldOut) -> RunResult:
     served: set[str] = set()
     recall = ndcg = 0.0
     similarities: list[float] = []
+    any_results = False
     for qid, text in holdout.queries.items():
         answer = search(text)
         served.add(str(answer["index_id"]))
         results = answer["results"]
+        any_results = any_results or bool(results)
         ranked = [str(hit["doc_id"]) for hit in results]
         recall += recall_at(ranked, holdout.qrels[qid], 5)
         ndcg += ndcg_at(ranked, holdout.qrels[qid], 10)
@@ -121,6 +124,11 @@ def measure(search: Search, holdout: HoldOut) -> RunResult:
             "the next run measures the new index"
         )
     n = len(holdout.queries)
+    if not any_results:
+        raise SemsearchError(
+            f"index {served.pop()} returned no result for any of the {n} hold-out queries: it is "
+            "empty (still being built?), which is not measured and never becomes a baseline"
+        )
     return RunResult(
         served.pop(), recall / n, ndcg / n, n, tuple(similarities), time.monotonic() - started
     )

@@ -273,3 +273,23 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses_what_it_cannot_read(text: str) -> None:
     with pytest.raises(SemsearchError, match="--every"):
         parse_duration(text)
+
+
+def test_an_empty_index_is_not_measured_and_gets_no_baseline(
+    settings: Settings,
+    holder: IndexHolder,
+    pointer: Pointer,
+    build_index: BuildIndex,
+    serve_api: Callable[[Any], str],
+    holdout_files: tuple[Path, Path],
+) -> None:
+    """`semsearch up` names the first, empty snapshot active: a baseline of 0 there would
+    disarm the recall alert for that index for good."""
+    build_index("idx-empty", docs=[])
+    pointer.set_if_unset("idx-empty")
+    url = serve(holder, settings, serve_api)
+    monitor = build_monitor(settings, url, queries=holdout_files[0], qrels=holdout_files[1])
+    assert monitor.run_once() is None
+    assert monitor.last_error is not None and "no result for any" in monitor.last_error
+    assert monitor.state.baseline("idx-empty") is None
+    assert sample(scrape(monitor), "semsearch_monitor_runs_total", outcome="error") == 1
