@@ -164,6 +164,36 @@ class Settings(BaseSettings):
     drift_check_s: float = Field(
         60.0, description="How often running processes re-verify the model against the manifest."
     )
+    monitor_queries: Path | None = Field(
+        None,
+        description="Held-out BEIR queries.jsonl of the recall monitor (`semsearch monitor`); with "
+        "SEMSEARCH_MONITOR_QRELS it also makes `semsearch up` run the monitor.",
+    )
+    monitor_qrels: Path | None = Field(
+        None, description="Held-out BEIR qrels.tsv of the recall monitor."
+    )
+    monitor_api: str | None = Field(
+        None,
+        description="URL of the API the monitor queries; unset = http://SEMSEARCH_API_HOST:"
+        "SEMSEARCH_API_PORT (in `semsearch up`: its own API).",
+    )
+    monitor_every_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Seconds between two monitor runs (`--every 7d`)."
+    )
+    monitor_retry_s: float = Field(
+        900.0,
+        gt=0,
+        description="After a failed monitor run the next one comes this much later (at most the "
+        "period), so an API that was briefly down does not cost a whole period of measurements.",
+    )
+    monitor_port: int = Field(
+        9109, ge=0, description="Port of the monitor's Prometheus endpoint; 0 disables it."
+    )
+    monitor_state: Path | None = Field(
+        None,
+        description="JSON file keeping the monitor's per-index baselines across restarts; unset = "
+        "<data dir>/monitor/state.json.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> Settings:

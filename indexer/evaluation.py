@@ -1,7 +1,7 @@
 """Retrieval quality on labelled queries: nDCG@10, recall@10/100, MRR@10 (BEIR definitions).
 
-Used by `semsearch eval` and by the migration gate, so a shadow index and the live index are
-measured by exactly the same code.
+Used by `semsearch eval`, the migration gate and the recall monitor (query_api/monitor.py), so
+a shadow index, the live index and the index behind the API are measured by exactly the same code.
 """
 
 from __future__ import annotations
@@ -54,6 +54,14 @@ def mrr_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
     return 0.0
 
 
+def judged_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The query ids that have at least one relevant document: the ones BEIR averages over."""
+    judged = [qid for qid in queries if any(g > 0 for g in qrels.get(qid, {}).values())]
+    if not judged:
+        raise ValueError("no query has a relevance judgement; check that queries and qrels match")
+    return judged
+
+
 def evaluate(
     search: Searcher,
     queries: Mapping[str, str],
@@ -61,9 +69,7 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> Quality:
     """Average metrics over the queries that have judgements (BEIR skips the rest)."""
-    judged = [qid for qid in queries if any(g > 0 for g in qrels.get(qid, {}).values())]
-    if not judged:
-        raise ValueError("no query has a relevance judgement; check that queries and qrels match")
+    judged = judged_queries(queries, qrels)
     totals = [0.0, 0.0, 0.0, 0.0]
     for qid in judged:
         ranked = list(search(queries[qid], 100))

@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 COMMAND_MODULES = (
     "indexer.commands",
     "query_api.commands",
+    "query_api.monitor_command",
     "producers.commands",
     "semsearch.index_command",
     "consumers.migration.commands",

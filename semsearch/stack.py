@@ -1,7 +1,9 @@
 """`semsearch up`: the whole stack in one foreground process, on embedded defaults.
 
 broker (embedded Tansu unless KAFKA_BOOTSTRAP_SERVERS) · Redis (embedded unless REDIS_URL) ·
-the streaming indexer (a thread) · the HTTP API (uvicorn, main thread). One process keeps the
+the streaming indexer (a thread) · the HTTP API (uvicorn, main thread) · the recall monitor (a
+thread, when SEMSEARCH_MONITOR_QUERIES/_QRELS name a hold-out set; metrics on
+SEMSEARCH_MONITOR_PORT). One process keeps the
 first run to one command on a fresh machine; every part is the same code that runs on its own
 in production (`semsearch index`, `semsearch serve`), so nothing here is a demo-only path.
 
@@ -31,11 +33,14 @@ import threading
 import time
 from contextlib import ExitStack
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
 from contracts.settings import Settings
+
+if TYPE_CHECKING:
+    from query_api.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +217,23 @@ def banner(settings: Settings, api: str, *, broker_embedded: bool, redis_embedde
     )
 
 
+def start_monitor(settings: Settings, api: str, stack: ExitStack) -> Monitor | None:
+    """The recall monitor, when SEMSEARCH_MONITOR_QUERIES and _QRELS name a hold-out set.
+
+    Built before anything else starts, so a bad hold-out file or a busy metrics port fails `up`
+    at once with a message; its loop starts once the API is ready (the caller starts it).
+    """
+    if settings.monitor_queries is None and settings.monitor_qrels is None:
+        return None
+    from query_api.monitor_command import build_monitor
+
+    monitor = build_monitor(settings, settings.monitor_api or api)
+    if settings.monitor_port:
+        server = monitor.serve_metrics(settings.monitor_port, settings.api_host)
+        stack.callback(server.shutdown)
+    return monitor
+
+
 def run_up(args: argparse.Namespace) -> int:
     from indexer.model import load_model
     from query_api.app import create_app
@@ -227,6 +249,7 @@ def run_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with ExitStack() as stack:
         stack.callback(sock.close)
+        monitor = start_monitor(settings, api_url(sock), stack)
         bootstrap, broker = resolve_bootstrap(settings)
         if broker is not None:
             stack.callback(broker.stop)
@@ -249,6 +272,10 @@ def run_up(args: argparse.Namespace) -> int:
             banner(settings, api_url(sock), broker_embedded=broker is not None, redis_embedded=embedded_redis is not None),
             flush=True,
         )
+        if monitor is not None:
+            threading.Thread(
+                target=monitor.run_forever, args=(stop,), kwargs={"wait_ready": True}, name="monitor", daemon=True
+            ).start()
         try:
             server.run(sockets=[sock])
         finally:

@@ -175,6 +175,9 @@ def test_prometheus_config_loads_the_rules_and_scrapes_both_services() -> None:
     assert any(t.endswith(":9108") for t in targets), (
         "the indexer's metrics on :9108 are not scraped"
     )
+    assert any(t.endswith(":9109") for t in targets), (
+        "the recall monitor's metrics on :9109 are not scraped"
+    )
 
 
 # -- dashboard -----------------------------------------------------------------------------------
@@ -231,6 +234,15 @@ def test_compose_mounts_existing_files_and_wires_the_stack() -> None:
         "indexer and API must share the SEMSEARCH_DATA_DIR volume"
     )
     assert "index" in services["indexer"]["command"] and "serve" in services["api"]["command"]
+    monitor = services["monitor"]
+    assert monitor["command"][0] == "monitor" and "monitor" in monitor.get("profiles", [])
+    assert {"SEMSEARCH_MONITOR_QUERIES", "SEMSEARCH_MONITOR_QRELS", "SEMSEARCH_MONITOR_STATE"} <= set(
+        monitor["environment"]
+    )
+    state_dir = str(Path(monitor["environment"]["SEMSEARCH_MONITOR_STATE"]).parent)
+    assert any(v.split(":")[1] == state_dir for v in monitor["volumes"]), (
+        "the monitor's baselines must live on a volume, or a re-created container loses them"
+    )
 
 
 # -- promtool ---------------------------------------------------------------------------------------
@@ -486,6 +498,70 @@ def _scenarios() -> list[dict[str, Any]]:
             "quiet_at": "25m",
             "firing_at": "45m",
             "labels": {},
+        },
+        {
+            "alerts": {"SemsearchRecallBelowBaseline": "warning"},
+            "series": [
+                {"series": 'semsearch_monitor_recall_at_5{index_id="a"}', "values": "0.8x10 0.7x20"},
+                {"series": 'semsearch_monitor_recall_at_5_baseline{index_id="a"}', "values": "0.8x30"},
+                # 2.5% below its baseline: within the tolerance.
+                {"series": 'semsearch_monitor_recall_at_5{index_id="b"}', "values": "0.78x30"},
+                {"series": 'semsearch_monitor_recall_at_5_baseline{index_id="b"}', "values": "0.8x30"},
+            ],
+            "quiet_at": "5m",
+            "firing_at": "15m",
+            "labels": {"index_id": "a"},
+        },
+        {
+            "alerts": {"SemsearchIndexSizeJump": "warning"},
+            "series": [
+                {"series": 'semsearch_index_documents{instance="a:8000"}', "values": "1000x70 400x60"},
+                # Growing 6% an hour: normal ingest.
+                {"series": 'semsearch_index_documents{instance="b:8000"}', "values": "1000+1x130"},
+                # Tiny indexes are not watched.
+                {"series": 'semsearch_index_documents{instance="c:8000"}', "values": "10x70 2x60"},
+            ],
+            "quiet_at": "65m",
+            "firing_at": "80m",
+            "labels": {"instance": "a:8000"},
+        },
+        {
+            # Period 1 h; the last success at 10 min, then only failures: silent until 2 h 10 min.
+            "alerts": {"SemsearchMonitorNotRun": "warning"},
+            "series": [
+                {"series": 'semsearch_monitor_last_success_timestamp_seconds{instance="m:9109"}', "values": "0x9 600x150"},
+                {"series": 'semsearch_monitor_started_timestamp_seconds{instance="m:9109"}', "values": "0x160"},
+                {"series": 'semsearch_monitor_period_seconds{instance="m:9109"}', "values": "3600x160"},
+                # Succeeds every minute.
+                {"series": 'semsearch_monitor_last_success_timestamp_seconds{instance="ok:9109"}', "values": "0+60x160"},
+                {"series": 'semsearch_monitor_started_timestamp_seconds{instance="ok:9109"}', "values": "0x160"},
+                {"series": 'semsearch_monitor_period_seconds{instance="ok:9109"}', "values": "3600x160"},
+            ],
+            "quiet_at": "2h",
+            "firing_at": "2h30m",
+            "labels": {"instance": "m:9109"},
+        },
+        {
+            # Never succeeded: counted from its start (at 30 min).
+            "alerts": {"SemsearchMonitorNotRun": "warning"},
+            "series": [
+                {"series": 'semsearch_monitor_last_success_timestamp_seconds{instance="m:9109"}', "values": "_x30 0x200"},
+                {"series": 'semsearch_monitor_started_timestamp_seconds{instance="m:9109"}', "values": "_x30 1800x200"},
+                {"series": 'semsearch_monitor_period_seconds{instance="m:9109"}', "values": "_x30 3600x200"},
+            ],
+            "quiet_at": "2h25m",
+            "firing_at": "2h40m",
+            "labels": {"instance": "m:9109"},
+        },
+        {
+            "alerts": {"SemsearchMonitorDown": "warning"},
+            "series": [
+                {"series": 'semsearch_monitor_period_seconds{instance="m:9109"}', "values": "3600x30 _x60"},
+                {"series": 'semsearch_monitor_period_seconds{instance="ok:9109"}', "values": "3600x90"},
+            ],
+            "quiet_at": "25m",
+            "firing_at": "60m",
+            "labels": {"instance": "m:9109"},
         },
         {
             "alerts": {"SemsearchQueryLatencyHigh": "warning"},

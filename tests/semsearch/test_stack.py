@@ -35,9 +35,23 @@ def _port_open(bootstrap: str) -> bool:
         return False
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_up_runs_the_stack_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    """... with the recall monitor, which runs once the API is ready and exports on its port."""
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "overdue invoice ACME"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ts2\t1\n")
+    monitor_port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     env.update(
+        SEMSEARCH_MONITOR_QUERIES=str(tmp_path / "queries.jsonl"),
+        SEMSEARCH_MONITOR_QRELS=str(tmp_path / "qrels.tsv"),
+        SEMSEARCH_MONITOR_PORT=str(monitor_port),
+        SEMSEARCH_MONITOR_RETRY_S="0.2",
         SEMSEARCH_DATA_DIR=str(tmp_path / "data"),
         SEMSEARCH_API_PORT="0",
         SEMSEARCH_INDEXER_METRICS_PORT="0",
@@ -84,6 +98,14 @@ def test_up_runs_the_stack_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
             pointer = Pointer.from_url(redis_url)
             assert pointer.get() == index_id, "up must name the first index active"
             pointer.close()
+
+            def monitored() -> str | None:
+                text = httpx.get(f"http://127.0.0.1:{monitor_port}/metrics", timeout=10).text
+                return text if 'semsearch_monitor_runs_total{outcome="ok"} 1.0' in text else None
+
+            text = wait_until(monitored, 60, "the monitor's first run")
+            assert f'semsearch_monitor_recall_at_5_baseline{{index_id="{index_id}"}}' in text
+            assert (tmp_path / "data" / "monitor" / "state.json").is_file()
         finally:
             process.send_signal(signal.SIGINT)
             code = process.wait(120)
