@@ -33,7 +33,7 @@ from indexer.canaries import CanaryComparison, CanaryProbe
 from indexer.compatibility import ensure_compatible
 from indexer.index import Index
 from indexer.model import EmbeddingModel
-from indexer.snapshots import Manifest
+from indexer.snapshots.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

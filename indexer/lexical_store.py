@@ -27,7 +27,7 @@ per-block score bounds (float32, one per BLOCK postings of a term; indexer/lexic
 and, since format 3, the per-posting weights (float32). Arrays are mapped read-only
 (mmap), so loading costs the vocabulary decode and the per-chunk flags, not a copy.
 
-How the snapshot writer uses it (indexer/snapshots.py):
+How the snapshot writer uses it (indexer/snapshots/writer.py):
 
     # under index.lock.reading() (add/remove excluded, searches go on):
     checkpoint = index.lexical.checkpoint()

@@ -36,7 +36,7 @@ from indexer.canaries import CANARY_SENTENCES, CanaryProbe, compare
 from indexer.compatibility import ensure_compatible
 from indexer.evaluation import Quality, evaluate
 from indexer.index import Index
-from indexer.snapshots import Manifest
+from indexer.snapshots.manifest import Manifest
 
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_P99_MS = 1000.0

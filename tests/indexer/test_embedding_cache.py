@@ -55,3 +55,20 @@ def test_indexing_goes_on_when_the_cache_cannot_be_written(
         assert index.count().documents == 4
     finally:
         cache.close()
+
+
+def test_embedding_cache_reembeds_only_changed_chunks(
+    model: EmbeddingModel, settings: Settings, cache: EmbeddingCache
+) -> None:
+    notes = [
+        Document(f"m{i}", f"Note {i}", f"Clinical note {i} about topic {i % 7} and dosage {i}.", 1)
+        for i in range(10)
+    ]
+    first = Index.create(model, settings, cache)
+    report = first.apply(notes)
+    assert report.chunks_embedded == 10
+    second = Index.create(model, settings, cache)
+    assert second.apply(notes).chunks_embedded == 0
+    changed = second.apply([Document("m1", "Note 1", "entirely new text", 2)])
+    assert changed.chunks_embedded == 1 and changed.chunks_cached == 0
+    assert cache.count(model.info.fingerprint) == 11

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import indexer.snapshots as snapshots
+import indexer.snapshots.loader as snapshot_loader
 from contracts.documents import Document
 from contracts.settings import Settings
 from indexer.index import Index
@@ -99,7 +99,7 @@ def test_a_load_racing_gc_keeps_its_generation(
     writer = make_index(MANY)
     store = SnapshotStore(tmp_path / "idx", keep=2)
     store.write(writer)
-    original = snapshots.ensure_compatible
+    original = snapshot_loader.ensure_compatible
     raced: list[int] = []
 
     def slow_check(*args: Any) -> None:
@@ -109,7 +109,7 @@ def test_a_load_racing_gc_keeps_its_generation(
             for segment in store.segments_dir.glob("*.faiss"):
                 _age(segment)
 
-    monkeypatch.setattr(snapshots, "ensure_compatible", slow_check)
+    monkeypatch.setattr(snapshot_loader, "ensure_compatible", slow_check)
     loaded, manifest = SnapshotStore(store.root).load(model, settings, fallback=True)
     assert raced == [2, 3, 4] and manifest.generation == 1
     assert loaded.count() == writer.count()

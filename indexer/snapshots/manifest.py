@@ -1,0 +1,71 @@
+"""The manifest: a generation's commit record, and the JSON every existing index holds.
+
+A plain dataclass serialized field by field in declaration order (`json.dumps(indent=1)`), so
+the bytes are exactly what earlier versions wrote and read. A new field needs a default, or the
+manifests of existing indexes stop loading. Kafka partitions are ints in memory and strings in
+JSON (object keys are strings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.offsets import Offsets
+
+# 2: documents in documents.sqlite (1: gen-*/documents.jsonl, migrated by the writer on open).
+FORMAT_VERSION = 2
+
+
+@dataclass
+class Manifest:
+    index_id: str
+    generation: int
+    created_at: float
+    model: dict[str, Any]
+    canaries: dict[str, Any]
+    settings: dict[str, Any]
+    counts: dict[str, int]
+    next_chunk_id: int
+    quantizer: dict[str, Any] | None
+    segments: list[dict[str, Any]]
+    offsets: Offsets
+    files: dict[str, dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+    # The document store generation this manifest reads (StoreStats.to_json); None in format 1.
+    documents: dict[str, Any] | None = None
+    # The lexical segments (LexicalStore.persist's section); None: rebuilt from the documents.
+    lexical: dict[str, Any] | None = None
+    # The live segment's base + deltas (indexer/live_store.py); None: GEN/live.npz (before deltas).
+    live: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["offsets"] = {
+            t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()
+        }
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data["offsets"] = {
+            t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()
+        }
+        return cls(**data)
+
+    def dumps(self) -> str:
+        """The text of `manifest.json`."""
+        return json.dumps(self.to_json(), indent=1)
+
+    @classmethod
+    def loads(cls, text: str) -> Manifest:
+        """Parse `manifest.json`; ValueError, KeyError or TypeError when it is not a manifest."""
+        return cls.from_json(json.loads(text))
+
+
+def segment_files(segments: list[dict[str, Any]]) -> list[str]:
+    """The shared files of sealed segments: each faiss file, and a PQ segment's full vectors."""
+    return [rel for s in segments for rel in (s["file"], s.get("vectors")) if rel]
