@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from consumers.source import Record
+from consumers.record import Record
 from contracts.errors import SemsearchError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from consumers.dead_letter import PoisonEvent
-from consumers.source import Record
+from consumers.record import Record
 from contracts.documents import Change, Document
 from contracts.errors import InvalidDocumentError
 from contracts.events import EventError, decode_doc_event

@@ -19,8 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Versions are stored and compared as signed 64-bit integers (SQLite, the topic's consumers).
-MAX_VERSION = 2**63 - 1
+from contracts.fields import metadata_field, string_field, version_field
 
 
 @dataclass
@@ -89,10 +88,10 @@ def corpus_line(row: dict[str, Any]) -> CorpusLine:
     """The fields of one corpus object; raises LineError naming the first bad field."""
     return CorpusLine(
         doc_id=_doc_id(row),
-        title=_string(row, "title", required=False),
-        text=_string(row, "text", required=True),
-        version=_version(row.get("version")),
-        metadata=_metadata(row.get("metadata")),
+        title=string_field(row, "title", required=False, error=LineError),
+        text=string_field(row, "text", required=True, error=LineError),
+        version=version_field(row.get("version"), required=False, error=LineError),
+        metadata=metadata_field(row.get("metadata"), error=LineError),
     )
 
 
@@ -113,33 +112,4 @@ def _doc_id(row: dict[str, Any]) -> str:
         return str(value)
     if not isinstance(value, str) or not value.strip():
         raise LineError(f"'_id' must be a non-empty string or an integer (got {value!r:.60})")
-    return value
-
-
-def _string(row: dict[str, Any], name: str, *, required: bool) -> str:
-    value = row.get(name)
-    if value is None:
-        if required:
-            raise LineError(f"'{name}' is missing")
-        return ""
-    if not isinstance(value, str):
-        raise LineError(f"'{name}' must be a string (got {type(value).__name__})")
-    return value
-
-
-def _version(value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise LineError(f"'version' must be a non-negative integer (got {value!r:.60})")
-    if value > MAX_VERSION:
-        raise LineError(f"'version' must fit in a signed 64-bit integer (at most {MAX_VERSION})")
-    return value
-
-
-def _metadata(value: object) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise LineError(f"'metadata' must be a JSON object (got {type(value).__name__})")
     return value

@@ -48,13 +48,12 @@ from pydantic.dataclasses import dataclass
 
 from contracts.documents import MAX_DOC_ID_CHARS, Deletion, Document
 from contracts.errors import SemsearchError
+from contracts.fields import MAX_VERSION, metadata_field, string_field, version_field
 from contracts.storable import MAX_NESTING, unstorable
 
 UPSERT = "upsert"
 DELETE = "delete"
 CONTROL_KEY = b"control"
-# Versions are stored and compared as signed 64-bit integers by most consumers of the topic.
-MAX_VERSION = 2**63 - 1
 
 
 class EventError(SemsearchError, ValueError):
@@ -94,37 +93,6 @@ def _doc_id(value: object, name: str = "'doc_id'") -> str:
             f"{name} contains the control character U+{ord(value[control]):04X} at character {control}; "
             "ids must be printable - strip newlines, tabs and NULs upstream"
         )
-    return value
-
-
-def _version(value: object, *, required: bool) -> int | None:
-    if value is None:
-        if required:
-            raise EventError("'version' is missing; every upsert needs an integer version")
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise EventError(f"'version' must be a non-negative integer (got {value!r})")
-    if value > MAX_VERSION:
-        raise EventError(f"'version' must fit in a signed 64-bit integer (at most {MAX_VERSION}; got {value})")
-    return value
-
-
-def _string(row: Mapping[str, Any], name: str, *, required: bool) -> str:
-    value = row.get(name)
-    if value is None:
-        if required:
-            raise EventError(f"'{name}' is missing")
-        return ""
-    if not isinstance(value, str):
-        raise EventError(f"'{name}' must be a string (got {type(value).__name__})")
-    return value
-
-
-def _metadata(value: object) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise EventError(f"'metadata' must be a JSON object (got {type(value).__name__})")
     return value
 
 
@@ -213,22 +181,22 @@ class UpsertEvent:
     @field_validator("version", mode="before")
     @classmethod
     def _wire_version(cls, value: Any, info: ValidationInfo) -> Any:
-        return _version(value, required=True) if _on_wire(info) else value
+        return version_field(value, required=True, error=EventError) if _on_wire(info) else value
 
     @field_validator("text", mode="before")
     @classmethod
     def _wire_text(cls, value: Any, info: ValidationInfo) -> Any:
-        return _string({"text": value}, "text", required=True) if _on_wire(info) else value
+        return string_field({"text": value}, "text", required=True, error=EventError) if _on_wire(info) else value
 
     @field_validator("title", mode="before")
     @classmethod
     def _wire_title(cls, value: Any, info: ValidationInfo) -> Any:
-        return _string({"title": value}, "title", required=False) if _on_wire(info) else value
+        return string_field({"title": value}, "title", required=False, error=EventError) if _on_wire(info) else value
 
     @field_validator("metadata", mode="before")
     @classmethod
     def _wire_metadata(cls, value: Any, info: ValidationInfo) -> Any:
-        return _metadata(value) if _on_wire(info) else value
+        return metadata_field(value, error=EventError) if _on_wire(info) else value
 
     @classmethod
     def build(
@@ -241,14 +209,14 @@ class UpsertEvent:
     ) -> UpsertEvent:
         """Validated construction from loose input (a corpus line); no version = `new_version()`."""
         row = {"title": title, "text": text}
-        checked = _version(version, required=False)
-        held = _metadata(metadata)
+        checked = version_field(version, required=False, error=EventError)
+        held = metadata_field(metadata, error=EventError)
         _check_storable(held, "'metadata'")  # before the type check: it says how to fix it
         event = cls(
             doc_id=_doc_id(doc_id),
             version=new_version() if checked is None else checked,
-            title=_string(row, "title", required=False),
-            text=_string(row, "text", required=True),
+            title=string_field(row, "title", required=False, error=EventError),
+            text=string_field(row, "text", required=True, error=EventError),
             metadata=held,
         )
         check_doc_event(event)
@@ -284,7 +252,7 @@ class DeleteEvent:
     @field_validator("version", mode="before")
     @classmethod
     def _wire_version(cls, value: Any, info: ValidationInfo) -> Any:
-        return _version(value, required=False) if _on_wire(info) else value
+        return version_field(value, required=False, error=EventError) if _on_wire(info) else value
 
     @property
     def is_tombstone(self) -> bool:
@@ -325,14 +293,14 @@ def _doc_problem(exc: ValidationError, row: Mapping[str, Any]) -> EventError:
 def check_doc_event(event: DocEvent) -> None:
     """Raise EventError for what the consumer would dead-letter: producers never publish it."""
     _doc_id(event.doc_id)
-    _version(event.version, required=isinstance(event, UpsertEvent))
+    version_field(event.version, required=isinstance(event, UpsertEvent), error=EventError)
     if isinstance(event, UpsertEvent):
         for name in ("title", "text"):
             value = getattr(event, name)
             if not isinstance(value, str):
                 raise EventError(f"'{name}' must be a string (got {type(value).__name__})")
             _check_storable(value, f"'{name}'")
-        _check_storable(_metadata(event.metadata), "'metadata'")
+        _check_storable(metadata_field(event.metadata, error=EventError), "'metadata'")
 
 
 def encode_doc_event(event: DocEvent) -> tuple[bytes, bytes | None]:

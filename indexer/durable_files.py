@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+# An unreferenced file is deleted only once this old: a younger one may belong to a write in
+# progress (a temporary, a segment whose generation is not committed yet).
+STALE_S = 60
 
 
 def sha256_of(path: Path) -> str:
@@ -47,3 +52,23 @@ def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_unreferenced(directory: Path, referenced: set[str], *, suffix: str, stale_s: float = STALE_S) -> None:
+    """Delete the `*<suffix>` files of `directory` (with their `.sha256` sidecars) that no kept
+    generation references, and leftover temporaries, once `stale_s` old. `referenced` names files
+    as the manifests do: `<directory name>/<file name>`."""
+    if not directory.is_dir():
+        return
+    cutoff = time.time() - stale_s
+    for path in list(directory.iterdir()):
+        owner = path.name.removesuffix(".sha256")  # a checksum sidecar goes with its file
+        if f"{directory.name}/{owner}" in referenced:
+            continue
+        if not (owner.endswith(suffix) or path.name.startswith(".tmp-")):
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            continue

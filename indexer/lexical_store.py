@@ -55,14 +55,13 @@ import hashlib
 import json
 import mmap
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from contracts.errors import SnapshotError
-from indexer.durable_files import write_atomically
+from indexer.durable_files import remove_unreferenced, write_atomically
 from indexer.lexical import (
     COMPACT_DEAD_FRACTION,
     Checkpoint,
@@ -84,7 +83,6 @@ DIRECTORY = "lexical"
 MAGIC = b"SEMSLEX1"
 MAX_DELTAS = 8
 _ALIGN = 64
-_STALE_S = 60
 _ARRAYS_V1 = ("offsets", "post_ids", "post_tfs", "chunk_ids", "lengths", "removed", "vocabulary")
 _ARRAYS_V2 = (*_ARRAYS_V1, "block_max")
 _ARRAYS = (*_ARRAYS_V2, "weights")
@@ -371,18 +369,4 @@ class LexicalStore:
 
     def collect_garbage(self, referenced: set[str]) -> None:
         """Delete segment files no kept generation references (and stale temporaries)."""
-        if not self.directory.is_dir():
-            return
-        cutoff = time.time() - _STALE_S
-        for path in list(self.directory.iterdir()):
-            # A checksum sidecar (`<segment>.seg.sha256`) goes with its segment.
-            owner = path.name.removesuffix(".sha256")
-            if f"{DIRECTORY}/{owner}" in referenced:
-                continue
-            if not (owner.endswith(".seg") or path.name.startswith(".tmp-")):
-                continue
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-            except FileNotFoundError:
-                continue
+        remove_unreferenced(self.directory, referenced, suffix=".seg")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -37,13 +36,12 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import SnapshotError
-from indexer.durable_files import write_atomically
+from indexer.durable_files import remove_unreferenced, write_atomically
 from indexer.segments import LiveSegment
 
 SECTION_FORMAT = 1
 DIRECTORY = "live"
 MAX_DELTAS = 16
-_STALE_S = 60
 _HINT = (
     "the snapshot loader serves an older generation; if none loads, rebuild the index "
     "(`semsearch build`, or delete the index directory and re-consume the topic)"
@@ -295,17 +293,4 @@ def apply_update(update: LiveUpdate) -> LiveSegment:
 
 def collect_garbage(root: Path, referenced: set[str]) -> None:
     """Delete chain files no kept generation lists (and stale temporaries), once a minute old."""
-    directory = root / DIRECTORY
-    if not directory.is_dir():
-        return
-    cutoff = time.time() - _STALE_S
-    for path in list(directory.iterdir()):
-        if f"{DIRECTORY}/{path.name}" in referenced:
-            continue
-        if not (path.name.endswith(".npz") or path.name.startswith(".tmp-")):
-            continue
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except FileNotFoundError:
-            continue
+    remove_unreferenced(root / DIRECTORY, referenced, suffix=".npz")

@@ -23,7 +23,7 @@ from prometheus_client import Gauge
 
 from consumers.migration.flip import announce_move, roll_back
 from consumers.migration.ledger import RequestLedger, request_key
-from consumers.source import Record
+from consumers.record import Record
 from contracts.events import EventError, ModelUpgrade, Rollback, decode_control_event
 from contracts.pointer import Pointer, PointerError
 from contracts.settings import Settings

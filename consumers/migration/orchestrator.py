@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumers.cluster_id import lookup_cluster_id
 from consumers.migration.copies import PrivateCopies
 from consumers.migration.errors import MigrationAborted, MigrationError
 from consumers.migration.flip import announce_move, flip
@@ -37,7 +38,6 @@ from consumers.migration.gate import Gate, gate_stats
 from consumers.migration.replay import offsets_in, replay
 from consumers.migration.shadow import bootstrap_shadow, catch_up
 from consumers.migration.status import MigrationStatus
-from consumers.source import lookup_cluster_id
 from consumers.worker import CLUSTER_KEY, IndexWorker
 from contracts.errors import SemsearchError
 from contracts.events import ModelUpgrade

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.operators import split_batch
-from consumers.source import Record
+from consumers.record import Record
 from consumers.worker import CLUSTER_KEY
 from contracts.errors import SemsearchError
 from contracts.offsets import Offsets, copy_offsets

@@ -121,7 +121,7 @@ def test_a_broker_replaced_under_a_running_worker_is_replayed_from_its_start(
         # one, so every old position lies beyond the new log's end.
         publish(second.bootstrap, swap_settings, [upsert(d, v) for v in (4, 5) for d in DOCS])
 
-        caplog.set_level(logging.WARNING, logger="consumers.source")
+        caplog.set_level(logging.WARNING, logger="consumers.log_resets")
         step_until(
             worker,
             "the 20 events of the new log in a snapshot",
@@ -196,7 +196,7 @@ def test_a_position_beyond_the_log_end_restarts_that_partition(
     _produce(bootstrap, topic, 0, 5)
     _produce(bootstrap, topic, 1, 2)
     seen: list[str] = []
-    caplog.set_level(logging.WARNING, logger="consumers.source")
+    caplog.set_level(logging.WARNING, logger="consumers.log_resets")
     source = KafkaSource(
         bootstrap, f"{topic}.g-beyond", [topic], {topic: {0: 50, 1: 1}}, window_ms=50, max_events=100, on_reset=seen.append
     )
@@ -224,7 +224,7 @@ def test_a_fetcher_that_moved_back_to_the_log_start_is_followed(
     topic = stream_settings.docs_topic
     _produce(bootstrap, topic, 2, 4)
     seen: list[str] = []
-    caplog.set_level(logging.WARNING, logger="consumers.source")
+    caplog.set_level(logging.WARNING, logger="consumers.log_resets")
     source = KafkaSource(bootstrap, f"{topic}.g-back", [topic], window_ms=50, max_events=100, on_reset=seen.append)
     try:
         count = [0]

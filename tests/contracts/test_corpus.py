@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from contracts.corpus import (
-    MAX_VERSION,
     CorpusLine,
     LineError,
     SkippedLines,
@@ -18,6 +17,7 @@ from contracts.corpus import (
     corpus_lines,
     json_objects,
 )
+from contracts.fields import MAX_VERSION
 from indexer.beir import read_corpus
 from producers.corpus import read_events
 

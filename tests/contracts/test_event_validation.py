@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from consumers.operators import split_batch
-from consumers.source import Record
+from consumers.record import Record
 from contracts.documents import Document
 from contracts.events import (
     MAX_NESTING,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.source import ConsumerTuning
+from consumers.tuning import ConsumerTuning
 from contracts.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
