@@ -62,13 +62,7 @@ class Loader:
         repair: bool = False,
         on_skip: OnSkip | None = None,
     ) -> tuple[Index, Manifest]:
-        """Load and verify a generation (the latest by default), refusing a different model.
-
-        `fallback`: serve the newest generation that loads, reporting each skipped one through
-        the log and `on_skip`. `repair` (writers only: it publishes a generation, so the caller
-        must hold the WriterLock): rebuild sealed segments that fail their checksum from the
-        document table and the embedding cache instead of skipping the generation.
-        """
+        """`SnapshotStore.load`, which documents the flags (the facade forwards them here)."""
         if generation is not None:
             return self._load(model, settings, cache, generation, repair)
         try:
