@@ -149,6 +149,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest API request body accepted; larger ones get 413."
     )
+    fusion_vector_weight: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Default weight of the vector leg in hybrid reciprocal rank fusion (a request "
+        "may pass its own `weights`).",
+    )
+    fusion_lexical_weight: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Default weight of the BM25 leg in hybrid fusion (not both weights 0).",
+    )
+    fusion_rrf_k: int = Field(
+        60,
+        ge=1,
+        le=10_000,  # indexer/fusion.py MAX_RRF_K
+        description="Default RRF constant k of hybrid fusion: score = sum of weight / (k + rank); "
+        "larger k flattens the head (a request may pass its own `rrf_k`).",
+    )
     validation_queries: Path | None = Field(
         None, description="Held-out BEIR queries.jsonl of the migration gate."
     )
@@ -194,6 +214,15 @@ class Settings(BaseSettings):
         description="JSON file keeping the monitor's per-index baselines across restarts; unset = "
         "<data dir>/monitor/state.json.",
     )
+
+    @model_validator(mode="after")
+    def _one_leg_counts(self) -> Settings:
+        if self.fusion_vector_weight == 0 and self.fusion_lexical_weight == 0:
+            raise ValueError(
+                "SEMSEARCH_FUSION_VECTOR_WEIGHT and SEMSEARCH_FUSION_LEXICAL_WEIGHT are both 0; "
+                "at least one leg must count in hybrid fusion"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> Settings:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from contracts.errors import SemsearchError
 from contracts.settings import Settings
-from indexer.fusion import MODES
+from indexer.fusion import MODES, FusionWeights
 
 
 def register(subparsers: Any) -> None:
@@ -103,8 +103,10 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"reusing index in {root}", file=sys.stderr)
     index, _ = store.load(model, settings, cache)
 
+    fusion = FusionWeights.of(settings) if args.mode == "hybrid" else None
+
     def search(query: str, k: int) -> list[str]:
-        return [hit.doc_id for hit in index.search(query, k=k, mode=args.mode)]
+        return [hit.doc_id for hit in index.search(query, k=k, mode=args.mode, fusion=fusion)]
 
     judged = sum(1 for q in queries if q in qrels)
     with tqdm(total=judged, desc=f"eval {args.mode}", disable=None, file=sys.stderr) as bar:

@@ -40,6 +40,8 @@ _SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
 # How many chunk candidates each leg retrieves per requested document: documents have several
 # chunks, and fusion needs depth beyond k to be useful.
 CANDIDATE_DEPTH = 100
+# Most chunks an identifier term may be in and still be promoted (Index._identifier_matches).
+PROMOTE_MAX_CHUNKS = 1000
 
 
 def snippet_of(text: str) -> str:
@@ -366,16 +368,66 @@ class Index:
         )
 
     def search(
-        self, query: str, *, k: int = 10, mode: str = "hybrid", min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        min_score: float | None = None,
+        fusion: FusionWeights | None = None,
     ) -> list[SearchHit]:
-        """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode)."""
+        """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode).
+
+        `fusion` (hybrid mode only; default `self.fusion`) weighs the legs and sets RRF's k.
+        """
         self._check_query(query, k, mode, min_score)
         query_vector = self.model.encode_queries([query])[0] if mode != "bm25" else None
         with self.lock.reading():
-            return self._search(query, query_vector, k, mode, min_score)
+            return self._search(query, query_vector, k, mode, min_score, fusion)
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        min_score: float | None = None,
+        fusion: FusionWeights | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[SearchHit]]:
+        """`search` of each query, the queries embedded in one model call.
+
+        For evaluation over hundreds of held-out queries: one batched model call costs about
+        what a few single ones do, and `vectors` (this model's `encode_queries` of `queries`)
+        lets one evaluation of several modes embed them once. Each query takes the read lock
+        on its own, so a writer waits for one query, not for the batch.
+        """
+        for query in queries:
+            self._check_query(query, k, mode, min_score)
+        if vectors is not None and vectors.shape != (len(queries), self.model.dimension):
+            raise ValueError(
+                f"vectors must be {len(queries)} x {self.model.dimension}, one per query "
+                f"(got {vectors.shape})"
+            )
+        if mode == "bm25" or not queries:
+            vectors = None
+        elif vectors is None:
+            vectors = self.model.encode_queries(list(queries))
+        results = []
+        for i, query in enumerate(queries):
+            with self.lock.reading():
+                qvec = vectors[i] if vectors is not None else None
+                results.append(self._search(query, qvec, k, mode, min_score, fusion))
+        return results
 
     def _search(
-        self, query: str, qvec: np.ndarray | None, k: int, mode: str, min_score: float | None
+        self,
+        query: str,
+        qvec: np.ndarray | None,
+        k: int,
+        mode: str,
+        min_score: float | None,
+        fusion: FusionWeights | None = None,
     ) -> list[SearchHit]:
         depth = max(CANDIDATE_DEPTH, 3 * k)
         vector_docs = (
@@ -392,16 +444,17 @@ class Index:
             scored = [(doc_id, best[1]) for doc_id, best in _by_score(lexical_docs)]
             exact = set()
         else:
-            exact_ids = self._exact_identifier_matches(query, lexical_docs)
+            weights = fusion or self.fusion
             fused = reciprocal_rank_fusion(
                 [
-                    ([d for d, _ in _by_score(vector_docs)], self.fusion.vector),
-                    ([d for d, _ in _by_score(lexical_docs)], self.fusion.lexical),
+                    ([d for d, _ in _by_score(vector_docs)], weights.vector),
+                    ([d for d, _ in _by_score(lexical_docs)], weights.lexical),
                 ],
-                k=self.fusion.k,
+                k=weights.k,
             )
-            scored = promote(fused, exact_ids)
-            exact = set(exact_ids)
+            matches = self._identifier_matches(query)
+            scored = promote(fused, matches)
+            exact = set(matches)
         return self._hits(scored, qvec, k, mode, min_score, vector_docs, lexical_docs, exact)
 
     def _hits(
@@ -469,21 +522,24 @@ class Index:
                 best[doc_id] = (chunk_id, score)
         return best
 
-    def _exact_identifier_matches(
-        self, query: str, lexical_docs: dict[str, tuple[int, float]]
-    ) -> list[str]:
-        terms = identifiers(query)
-        if not terms or len(query.split()) > 4:
-            return []
-        chunk_sets = [self.lexical.chunks_with(t) for t in terms]
-        if not all(chunk_sets):
-            return []
-        docs = None
-        for chunk_ids in chunk_sets:
-            owners = {d for d in self.documents.owner_ids(list(chunk_ids)) if d is not None}
-            docs = owners if docs is None else docs & owners
-        ranked = sorted(docs or (), key=lambda d: (-lexical_docs.get(d, (0, 0.0))[1], d))
-        return ranked
+    def _identifier_matches(self, query: str) -> dict[str, int]:
+        """Documents holding identifiers of the query: doc id -> how many distinct ones.
+
+        Found from the lexical leg's exact-identifier postings (`#...` terms), not from the
+        legs' top candidates, so a match is promoted even where neither leg ranked it; a
+        metadata filter restricts this set like any other candidate set. O(postings of the
+        query's identifiers): they name one thing each and are rare. A term in more than
+        PROMOTE_MAX_CHUNKS chunks is a topic ("COVID-19"), not a key: it ranks as a word.
+        """
+        counts: dict[str, int] = {}
+        for term in dict.fromkeys(identifiers(query)):
+            chunk_ids = self.lexical.rare_term_chunks(term, PROMOTE_MAX_CHUNKS)
+            if chunk_ids is None or not chunk_ids.shape[0]:
+                continue
+            for doc_id in set(self.documents.owner_ids(chunk_ids)):
+                if doc_id is not None:
+                    counts[doc_id] = counts.get(doc_id, 0) + 1
+        return counts
 
     def _best_chunks(
         self,

@@ -347,6 +347,36 @@ class LexicalIndex:
         ids = found[0]
         return {int(i) for i in ids[self._alive[ids]]}
 
+    def rare_term_chunks(self, term: str, limit: int) -> np.ndarray | None:
+        """Live chunk ids holding `term`, or None when it has more than `limit` postings.
+
+        For identifier promotion: an order id is in a handful of chunks, so reading its postings
+        is O(those postings) plus a dictionary look-up per segment, never O(corpus). A term over
+        `limit` postings (dead ones counted: the check reads run lengths only) is not read.
+        """
+        segments, buffer = self._view
+        runs: list[np.ndarray] = []
+        total = 0
+        for seg in segments:
+            row = seg.row_of(term)
+            if row is None:
+                continue
+            start, end = int(seg.offsets[row]), int(seg.offsets[row + 1])
+            total += end - start
+            if total > limit:
+                return None
+            runs.append(seg.post_ids[start:end])
+        buffered = buffer.postings_of(term)
+        if buffered is not None:
+            runs.append(buffered[0])
+            total += int(buffered[0].shape[0])
+            if total > limit:
+                return None
+        if not runs:
+            return np.zeros(0, np.int64)
+        ids = np.concatenate(runs).astype(np.int64, copy=False)
+        return ids[self._alive[ids]]
+
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         return self.search_terms(analyzer.analyze(query), k)
 

@@ -29,6 +29,8 @@ from query_api.holder import IndexHolder
 from query_api.schemas import (
     DocumentOut,
     ErrorOut,
+    FusionOut,
+    FusionWeightsIn,
     HealthOut,
     IndexOut,
     PointerOut,
@@ -38,6 +40,7 @@ from query_api.schemas import (
     SearchRequest,
     SearchResponse,
     check_search,
+    fusion_of,
 )
 from query_api.serving import Serving
 
@@ -174,6 +177,7 @@ def create_app(
     async def search(request: SearchRequest) -> SearchResponse:
         try:
             check_search(request, settings)
+            fusion = fusion_of(request, settings)
         except RequestError as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
             raise HTTPException(422, str(exc)) from None
@@ -181,7 +185,12 @@ def create_app(
         started = time.perf_counter()
         try:
             hits = await run_in_threadpool(
-                serving.index.search, request.q, k=request.k, mode=request.mode, min_score=request.min_score
+                serving.index.search,
+                request.q,
+                k=request.k,
+                mode=request.mode,
+                min_score=request.min_score,
+                fusion=fusion,
             )
         except InvalidQueryError as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
@@ -198,6 +207,9 @@ def create_app(
             took_ms=round(took * 1000.0, 3),
             mode=request.mode,
             k=request.k,
+            fusion=None
+            if fusion is None
+            else FusionOut(weights={"vector": fusion.vector, "lexical": fusion.lexical}, rrf_k=fusion.k),
             results=[
                 SearchHitOut(
                     doc_id=h.doc_id, score=h.score, similarity=h.similarity, title=h.title, snippet=h.snippet
@@ -208,10 +220,22 @@ def create_app(
 
     @app.get("/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search_get(
-        q: str = "", k: int = 10, mode: str = "hybrid", min_score: float | None = None
+        q: str = "",
+        k: int = 10,
+        mode: str = "hybrid",
+        min_score: float | None = None,
+        vector_weight: float | None = None,
+        lexical_weight: float | None = None,
+        rrf_k: int | None = None,
     ) -> SearchResponse:
-        """Search the active index: `mode` is vector, bm25 or hybrid (default)."""
-        return await search(SearchRequest(q=q, k=k, mode=mode, min_score=min_score))
+        """Search the active index: `mode` is vector, bm25 or hybrid (default); hybrid takes
+        `vector_weight`, `lexical_weight` and `rrf_k` (defaults SEMSEARCH_FUSION_*)."""
+        weights = None
+        if vector_weight is not None or lexical_weight is not None:
+            weights = FusionWeightsIn(vector=vector_weight, lexical=lexical_weight)
+        return await search(
+            SearchRequest(q=q, k=k, mode=mode, min_score=min_score, weights=weights, rrf_k=rrf_k)
+        )
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search_post(body: SearchRequest) -> SearchResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,16 +17,24 @@ def search_via_api(
     mode: str = "hybrid",
     min_score: float | None = None,
     *,
+    weights: Mapping[str, float] | None = None,
+    rrf_k: int | None = None,
     timeout_s: float = 30.0,
 ) -> dict[str, Any]:
-    """POST /search on the API at `url`; returns its JSON (index_id, results, ...).
+    """POST /search on the API at `url`; returns its JSON (index_id, fusion, results, ...).
 
-    POST rather than GET so long queries are not limited by URL length. Errors come back as
+    POST rather than GET so long queries are not limited by URL length. `weights` ({"vector":
+    ..., "lexical": ...}, either may be left out) and `rrf_k` tune hybrid fusion; left out, the
+    server's defaults apply and the answer's `fusion` says what they were. Errors come back as
     SemsearchError with the API's own message (it says what to fix).
     """
     body: dict[str, Any] = {"q": query, "k": k, "mode": mode}
     if min_score is not None:
         body["min_score"] = min_score
+    if weights is not None:
+        body["weights"] = dict(weights)
+    if rrf_k is not None:
+        body["rrf_k"] = rrf_k
     endpoint = url.rstrip("/") + "/search"
     try:
         response = httpx.post(endpoint, json=body, timeout=timeout_s)

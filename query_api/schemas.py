@@ -13,15 +13,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.settings import Settings
-from indexer.fusion import MODES
+from indexer.fusion import MAX_RRF_K, MODES, FusionWeights
 
 
 class RequestError(ValueError):
     """A search request the API refuses; the message is returned to the client verbatim."""
 
 
+class FusionWeightsIn(BaseModel):
+    """Leg weights of a hybrid request; a weight left out is the server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector: float | None = Field(None, description="weight of the vector leg (>= 0)")
+    lexical: float | None = Field(None, description="weight of the BM25 leg (>= 0)")
+
+
 class SearchRequest(BaseModel):
-    """POST /search body; the same fields as the GET query string."""
+    """POST /search body; the same fields as the GET query string (GET spells `weights` as
+    `vector_weight` and `lexical_weight`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +40,14 @@ class SearchRequest(BaseModel):
     mode: str = Field("hybrid", description="vector | bm25 | hybrid")
     min_score: float | None = Field(
         None, description="cosine cutoff (vector/hybrid) or BM25 cutoff (bm25); none pass → []"
+    )
+    weights: FusionWeightsIn | None = Field(
+        None,
+        description="hybrid only: RRF weights of the legs; defaults SEMSEARCH_FUSION_VECTOR_WEIGHT "
+        "and SEMSEARCH_FUSION_LEXICAL_WEIGHT; not both 0",
+    )
+    rrf_k: int | None = Field(
+        None, description=f"hybrid only: RRF constant k (1..{MAX_RRF_K}); default SEMSEARCH_FUSION_RRF_K"
     )
 
 
@@ -41,6 +59,11 @@ class SearchHitOut(BaseModel):
     snippet: str
 
 
+class FusionOut(BaseModel):
+    weights: dict[str, float] = Field(description="{vector, lexical} weights used")
+    rrf_k: int
+
+
 class SearchResponse(BaseModel):
     index_id: str
     model_fingerprint: str
@@ -48,6 +71,9 @@ class SearchResponse(BaseModel):
     took_ms: float
     mode: str
     k: int
+    fusion: FusionOut | None = Field(
+        None, description="the weights and RRF k a hybrid search fused with; null in other modes"
+    )
     results: list[SearchHitOut]
 
 
@@ -133,6 +159,30 @@ def check_search(request: SearchRequest, settings: Settings) -> SearchRequest:
     if request.min_score is not None and not math.isfinite(request.min_score):
         raise RequestError("min_score must be a finite number (cosine in [-1, 1], or a BM25 score)")
     return request
+
+
+def fusion_of(request: SearchRequest, settings: Settings) -> FusionWeights | None:
+    """The fusion a request asks for (its parts over Settings' defaults); None unless hybrid.
+
+    Fusion parameters with another mode are refused rather than ignored: the client believes
+    they change something.
+    """
+    asked = request.weights is not None or request.rrf_k is not None
+    if request.mode != "hybrid":
+        if asked:
+            raise RequestError(
+                f"weights and rrf_k apply to mode=hybrid only (mode is {request.mode!r}); "
+                "drop them or search in hybrid mode"
+            )
+        return None
+    defaults = FusionWeights.of(settings)
+    if not asked:
+        return defaults
+    weights = request.weights or FusionWeightsIn()
+    try:
+        return defaults.with_overrides(weights.vector, weights.lexical, request.rrf_k)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _lone_surrogate(text: str) -> int | None:

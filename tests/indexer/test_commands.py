@@ -63,6 +63,15 @@ def test_build_then_search(beir: dict[str, Path], capsys: pytest.CaptureFixture[
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["results"][0]["doc_id"] == "d"
+    assert result["fusion"] == {"weights": {"vector": 1.0, "lexical": 1.0}, "rrf_k": 60}
+    tuned = ["search", "--index-dir", str(index), "--json", "--lexical-weight", "2", "--rrf-k", "9"]
+    assert main([*tuned, "vitamin d"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["fusion"] == {"weights": {"vector": 1.0, "lexical": 2.0}, "rrf_k": 9}
+    assert main(["search", "--index-dir", str(index), "--rrf-k", "0", "x"]) == 1
+    assert "rrf_k must be an integer from 1" in capsys.readouterr().err
+    assert main(["search", "--index-dir", str(index), "--mode", "bm25", "--rrf-k", "5", "x"]) == 1
+    assert "--mode hybrid only" in capsys.readouterr().err
     assert (
         main(["search", "--index-dir", str(index), "--min-score", "0.99", "quantum gravity"]) == 0
     )

@@ -95,6 +95,23 @@ def test_identifiers_are_exact_terms() -> None:
     assert index.search("INV-2024-00917", 5)[0][0] == 1
 
 
+def test_rare_term_chunks_reads_segments_and_buffer_up_to_a_limit() -> None:
+    index = LexicalIndex()
+    filler = indexer.lexical.BUFFER_CHUNKS
+    for i in range(filler):  # frozen into a segment at BUFFER_CHUNKS
+        index.add(i, f"order ORD-1000{i % 3}-AB note")
+    index.add(filler, "order ORD-10001-AB again")  # in the buffer
+    assert index.segments and len(index._view[1]) == 1
+    expected = {i for i in range(filler) if i % 3 == 1} | {filler}
+    found = index.rare_term_chunks("#ord-10001-ab", limit=len(expected))
+    assert found is not None and set(found.tolist()) == expected
+    assert index.rare_term_chunks("#ord-10001-ab", limit=len(expected) - 1) is None
+    index.remove(1)
+    assert set(index.rare_term_chunks("#ord-10001-ab", limit=10**6).tolist()) == expected - {1}  # type: ignore[union-attr]
+    assert index.rare_term_chunks("#ord-99999-zz", limit=0) is not None
+    assert index.rare_term_chunks("#ord-99999-zz", limit=0).shape == (0,)  # type: ignore[union-attr]
+
+
 def test_empty_and_unknown_queries() -> None:
     index = LexicalIndex()
     assert index.search("anything", 5) == []
