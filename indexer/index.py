@@ -26,9 +26,10 @@ from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
 from indexer.config import IndexConfig, IndexSettings
 from indexer.document_store import HitRecord
-from indexer.document_table import DocumentTable
+from indexer.document_table import Allowed, DocumentTable
 from indexer.documents import ChunkRecord, DocumentRecord
 from indexer.embedding_cache import EmbeddingCache
+from indexer.filters import Filter, parse
 from indexer.fusion import MODES, FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
@@ -366,23 +367,45 @@ class Index:
         )
 
     def search(
-        self, query: str, *, k: int = 10, mode: str = "hybrid", min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        min_score: float | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode)."""
+        """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode).
+
+        `where`: a metadata filter (indexer/filters.py, a `where` object or its parsed tree).
+        It is applied inside each leg (only matching chunks are candidates), so k hits come back
+        whenever k matching documents match the query.
+        """
         self._check_query(query, k, mode, min_score)
+        condition = parse(where) if isinstance(where, dict) or where is None else where
         query_vector = self.model.encode_queries([query])[0] if mode != "bm25" else None
         with self.lock.reading():
-            return self._search(query, query_vector, k, mode, min_score)
+            allowed = self.documents.allowed(condition) if condition is not None else None
+            if allowed is not None and not allowed:
+                return []
+            return self._search(query, query_vector, k, mode, min_score, allowed)
 
     def _search(
-        self, query: str, qvec: np.ndarray | None, k: int, mode: str, min_score: float | None
+        self,
+        query: str,
+        qvec: np.ndarray | None,
+        k: int,
+        mode: str,
+        min_score: float | None,
+        allowed: Allowed | None = None,
     ) -> list[SearchHit]:
         depth = max(CANDIDATE_DEPTH, 3 * k)
+        within = allowed.chunk_ids if allowed is not None else None  # the filter's chunks
         vector_docs = (
-            self._best_per_doc(self.vectors.search(qvec, depth)) if qvec is not None else {}
+            self._best_per_doc(self.vectors.search(qvec, depth, within)) if qvec is not None else {}
         )
         lexical_docs = (
-            self._best_per_doc(self.lexical.search(query, depth)) if mode != "vector" else {}
+            self._best_per_doc(self.lexical.search(query, depth, within)) if mode != "vector" else {}
         )
 
         if mode == "vector":
@@ -393,6 +416,8 @@ class Index:
             exact = set()
         else:
             exact_ids = self._exact_identifier_matches(query, lexical_docs)
+            if allowed is not None:  # promoted documents pass the filter too
+                exact_ids = [d for d in exact_ids if self.documents.admits(allowed, d)]
             fused = reciprocal_rank_fusion(
                 [
                     ([d for d, _ in _by_score(vector_docs)], self.fusion.vector),
