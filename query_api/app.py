@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import InvalidQueryError
 from contracts.settings import Settings
+from indexer.filters import Filter, InvalidFilterError, parse, parse_json
 from query_api.holder import IndexHolder
 from query_api.schemas import (
     DocumentOut,
@@ -171,17 +172,24 @@ def create_app(
             raise HTTPException(503, f"not ready: {reason}", headers={"Retry-After": "1"})
         return serving
 
-    async def search(request: SearchRequest) -> SearchResponse:
+    async def search(request: SearchRequest, where: Filter | None = None) -> SearchResponse:
         try:
             check_search(request, settings)
-        except RequestError as exc:
+            if where is None:
+                where = parse(request.where)
+        except (RequestError, InvalidFilterError) as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
             raise HTTPException(422, str(exc)) from None
         serving = serving_or_503()
         started = time.perf_counter()
         try:
             hits = await run_in_threadpool(
-                serving.index.search, request.q, k=request.k, mode=request.mode, min_score=request.min_score
+                serving.index.search,
+                request.q,
+                k=request.k,
+                mode=request.mode,
+                min_score=request.min_score,
+                where=where,
             )
         except InvalidQueryError as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
@@ -200,7 +208,12 @@ def create_app(
             k=request.k,
             results=[
                 SearchHitOut(
-                    doc_id=h.doc_id, score=h.score, similarity=h.similarity, title=h.title, snippet=h.snippet
+                    doc_id=h.doc_id,
+                    score=h.score,
+                    similarity=h.similarity,
+                    title=h.title,
+                    snippet=h.snippet,
+                    metadata=h.metadata,
                 )
                 for h in hits
             ],
@@ -208,10 +221,20 @@ def create_app(
 
     @app.get("/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search_get(
-        q: str = "", k: int = 10, mode: str = "hybrid", min_score: float | None = None
+        q: str = "",
+        k: int = 10,
+        mode: str = "hybrid",
+        min_score: float | None = None,
+        where: str | None = None,
     ) -> SearchResponse:
-        """Search the active index: `mode` is vector, bm25 or hybrid (default)."""
-        return await search(SearchRequest(q=q, k=k, mode=mode, min_score=min_score))
+        """Search the active index: `mode` is vector, bm25 or hybrid (default); `where` is a
+        metadata filter as JSON (URL-encoded), e.g. where={"lang":"en"}."""
+        try:
+            condition = parse_json(where) if where else None
+        except InvalidFilterError as exc:
+            metrics.query_errors.labels(reason="invalid_request").inc()
+            raise HTTPException(422, str(exc)) from None
+        return await search(SearchRequest(q=q, k=k, mode=mode, min_score=min_score), condition)
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search_post(body: SearchRequest) -> SearchResponse:

@@ -16,16 +16,20 @@ def search_via_api(
     mode: str = "hybrid",
     min_score: float | None = None,
     *,
+    where: dict[str, Any] | None = None,
     timeout_s: float = 30.0,
 ) -> dict[str, Any]:
     """POST /search on the API at `url`; returns its JSON (index_id, results, ...).
 
     POST rather than GET so long queries are not limited by URL length. Errors come back as
-    SemsearchError with the API's own message (it says what to fix).
+    SemsearchError with the API's own message (it says what to fix). `where`: a metadata
+    filter (indexer/filters.py); every hit carries its document's `metadata`.
     """
     body: dict[str, Any] = {"q": query, "k": k, "mode": mode}
     if min_score is not None:
         body["min_score"] = min_score
+    if where:
+        body["where"] = where
     endpoint = url.rstrip("/") + "/search"
     try:
         response = httpx.post(endpoint, json=body, timeout=timeout_s)

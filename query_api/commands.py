@@ -21,6 +21,10 @@ def register(subparsers: Any) -> None:
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--min-score", type=float)
+    search.add_argument(
+        "--where",
+        help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'',
+    )
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.set_defaults(func=run_search)
 
@@ -28,10 +32,18 @@ def register(subparsers: Any) -> None:
 def run_search(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise InvalidQueryError(f"-k must be a positive integer (got {args.k})")
+    where = None
+    if args.where:
+        from indexer.filters import parse_json, to_json
+
+        condition = parse_json(args.where)  # refused here, before a model or API is touched
+        where = to_json(condition) if condition is not None else None
     if args.api:
         from query_api.client import search_via_api
 
-        response = search_via_api(args.api, args.query, args.k, args.mode, args.min_score)
+        response = search_via_api(
+            args.api, args.query, args.k, args.mode, args.min_score, where=where
+        )
         results = response.get("results", [])
         index_id = response.get("index_id", "?")
     else:
@@ -46,7 +58,9 @@ def run_search(args: argparse.Namespace) -> int:
             )
         index, _ = SnapshotStore(root).load(model, settings, cache)
         index_id = index.index_id
-        hits = index.search(args.query, k=args.k, mode=args.mode, min_score=args.min_score)
+        hits = index.search(
+            args.query, k=args.k, mode=args.mode, min_score=args.min_score, where=where
+        )
         results = [hit.__dict__ for hit in hits]
     if args.json:
         print(json.dumps({"index_id": index_id, "results": results}, ensure_ascii=False))

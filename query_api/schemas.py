@@ -31,6 +31,11 @@ class SearchRequest(BaseModel):
     min_score: float | None = Field(
         None, description="cosine cutoff (vector/hybrid) or BM25 cutoff (bm25); none pass → []"
     )
+    where: dict[str, Any] | None = Field(
+        None,
+        description='metadata filter in Chroma\'s syntax, e.g. {"lang": "en", "year": {"$gte": 2020}}'
+        " ($eq $ne $gt $gte $lt $lte $in $nin $and $or; see docs/ARCHITECTURE.md)",
+    )
 
 
 class SearchHitOut(BaseModel):
@@ -39,6 +44,7 @@ class SearchHitOut(BaseModel):
     similarity: float | None = Field(description="cosine of the best chunk; null in bm25 mode")
     title: str
     snippet: str
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the document's metadata")
 
 
 class SearchResponse(BaseModel):
