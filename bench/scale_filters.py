@@ -114,8 +114,10 @@ def filters_phase(
             saved = lexical.FILTER_EXACT_CHUNKS
             lexical.FILTER_EXACT_CHUNKS = 1 << 62
             try:
+                node = parse(where)
+                assert node is not None
                 with index.lock.reading():
-                    allowed = index.documents.allowed(parse(where))  # type: ignore[arg-type]
+                    allowed = index.documents.allowed(node)
                     bm25_hits = index._search(text, None, depth, "bm25", None, allowed)
             finally:
                 lexical.FILTER_EXACT_CHUNKS = saved

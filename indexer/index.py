@@ -29,7 +29,7 @@ from indexer.document_store import HitRecord
 from indexer.document_table import Allowed, DocumentTable
 from indexer.documents import ChunkRecord, DocumentRecord
 from indexer.embedding_cache import EmbeddingCache
-from indexer.filters import Filter, parse
+from indexer.filters import And, Compare, Filter, Member, Or, parse
 from indexer.fusion import MODES, FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
@@ -382,7 +382,7 @@ class Index:
         whenever k matching documents match the query.
         """
         self._check_query(query, k, mode, min_score)
-        condition = parse(where) if isinstance(where, dict) or where is None else where
+        condition = where if isinstance(where, Compare | Member | And | Or) else parse(where)
         query_vector = self.model.encode_queries([query])[0] if mode != "bm25" else None
         with self.lock.reading():
             allowed = self.documents.allowed(condition) if condition is not None else None
