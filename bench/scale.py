@@ -31,6 +31,7 @@ Steps:
     python -m bench.scale --chunks 20000            # writes bench/results/scale-20000.json
     python -m bench.scale --chunks 100000 --json /tmp/scale.json
     python -m bench.scale --chunks 2000 --profile   # where ingest time goes (cProfile)
+    python -m bench.scale --chunks 20000 --filters  # + filtered search (bench/scale_filters.py)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,8 @@ class Synthesizer:
         content = np.array([bool(analyze(w)) for w in words])
         content_counts = np.where(content, counts, 0).astype(np.float64)
         self.content_cdf = np.cumsum(content_counts / content_counts.sum())
+        # --filters: every document's metadata, a function of its id (bench/scale_filters.py)
+        self.metadata_of: Callable[[str], dict[str, Any]] | None = None
 
     def vectors(self, n: int) -> np.ndarray:
         # Real embeddings are clustered by topic; one Gaussian is not (raw IVF recall@10 was
@@ -156,7 +159,8 @@ class Synthesizer:
     def document(self, doc_id: str, version: int = 0) -> Document:
         title = self._draw(self.cdf, int(self.rng.integers(TITLE_WORDS[0], TITLE_WORDS[1] + 1)))
         body = self._draw(self.cdf, int(self.rng.integers(BODY_WORDS[0], BODY_WORDS[1] + 1)))
-        return Document(doc_id, title.capitalize(), body, version)
+        metadata = self.metadata_of(doc_id) if self.metadata_of is not None else {}
+        return Document(doc_id, title.capitalize(), body, version, metadata)
 
     def query_text(self) -> str:
         return self._draw(
@@ -592,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=20240)
     parser.add_argument(
+        "--filters",
+        action="store_true",
+        help="synthetic metadata + filtered search at 50/10/1/0.1 %% selectivity (recall, latency)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, help="parent of the temporary data directory (default: system temp)"
     )
     parser.add_argument(
@@ -630,6 +639,10 @@ def main(argv: list[str] | None = None) -> int:
         sample = sample_vectors(index, model, corpus, args.sample_docs, args.sample_cache)
         words, counts = word_counts(corpus)
         synth = Synthesizer(sample, words, counts, args.seed)
+        if args.filters:
+            from bench.scale_filters import metadata_of
+
+            synth.metadata_of = metadata_of
         bank = VectorBank(model.dimension)
         import torch
 
@@ -675,6 +688,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             raw = raw_faiss(ids, vectors, qvecs, truth, tmp, args.seed)
+            filtered: dict[str, Any] | None = None
+            if args.filters:
+                from bench.scale_filters import filters_phase
+
+                texts = [synth.query_text() for _ in range(len(qvecs))]
+                filtered = filters_phase(index, ids, vectors, qvecs, texts, args.seed)
         cache.close()
 
     n = counts_now.chunks
@@ -700,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         "hybrid_p99_ms": project["hybrid"]["p99_ms"],
         "faiss_ivf_p99_ms": raw["search"]["p99_ms"],
         "faiss_ivf_recall_at_10": raw["recall_at_10"],
+        **(_filter_keys(filtered) if filtered is not None else {}),
         "details": {
             "ingest": ingested,
             "change": changed,
@@ -784,8 +804,30 @@ def main(argv: list[str] | None = None) -> int:
             ["hybrid p50/p99 ms", ms(project["hybrid"]), "-"],
         ],
     )
+    if filtered is not None:
+        from bench.scale_filters import TABLE_HEADER, table_rows
+
+        print()
+        print_table(
+            f"Filtered search at {n} chunks: recall@10 vs exact filtered brute force, p50 ms "
+            "filtered / unfiltered (same queries)",
+            TABLE_HEADER,
+            table_rows(filtered),
+        )
     print(f"\nwrote {out}")
     return 0
+
+
+def _filter_keys(levels: dict[str, Any]) -> dict[str, Any]:
+    """Top-level JSON keys of --filters: filter_<level>_<mode>_recall_at_10 / _p50_ms / _p99_ms."""
+    keys: dict[str, Any] = {"filters": levels}
+    for level, row in levels.items():
+        name = level.rstrip("%").replace(".", "_")
+        for mode in ("vector", "bm25", "hybrid"):
+            keys[f"filter_{name}pct_{mode}_recall_at_10"] = row["recall_at_10"][mode]
+            keys[f"filter_{name}pct_{mode}_p50_ms"] = row["latency"][mode]["p50_ms"]
+            keys[f"filter_{name}pct_{mode}_p99_ms"] = row["latency"][mode]["p99_ms"]
+    return keys
 
 
 if __name__ == "__main__":

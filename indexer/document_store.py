@@ -404,19 +404,26 @@ class DocumentStore:
                 found[row[0]] = _row_hit(row)
         return found
 
-    def scan(self, generation: int) -> Iterator[tuple[str, int, np.ndarray]]:
-        """(doc_id, version, chunk ids) of every document visible at `generation`, streamed."""
+    def scan(self, generation: int) -> Iterator[tuple[str, int, np.ndarray, dict[str, Any]]]:
+        """(doc_id, version, chunk ids, metadata) of every document visible at `generation`,
+        streamed (metadata feeds the filters' index; it sits before the text in the row, so
+        the scan still never reads a long text's overflow pages)."""
         last = 0
         while True:
             rows = self._query(
-                "SELECT rowid, doc_id, version, chunk_ids FROM docs WHERE rowid > :last AND "
-                f"{_VISIBLE} ORDER BY rowid LIMIT {_PAGE_ROWS * 8}",
+                "SELECT rowid, doc_id, version, chunk_ids, metadata FROM docs WHERE rowid > :last "
+                f"AND {_VISIBLE} ORDER BY rowid LIMIT {_PAGE_ROWS * 8}",
                 {"last": last, "g": generation},
             )
             if not rows:
                 return
-            for _rowid, doc_id, version, chunk_ids in rows:
-                yield doc_id, int(version), np.frombuffer(chunk_ids, dtype=np.int64)
+            for _rowid, doc_id, version, chunk_ids, metadata in rows:
+                yield (
+                    doc_id,
+                    int(version),
+                    np.frombuffer(chunk_ids, dtype=np.int64),
+                    {} if metadata == "{}" else (json.loads(metadata) or {}),
+                )
             last = rows[-1][0]
 
     def records(self, generation: int) -> Iterator[DocumentRecord]:

@@ -3,7 +3,10 @@
 Only what the hot paths need per chunk and per document: chunk id -> owning document slot (an
 int32 array) and doc id -> (slot, version), the versions of deleted documents (staleness
 checks), and the records changed since the last generation (pending, written by the next one).
-Text, titles and metadata are read from the store for the hits of a query.
+Text, titles and metadata are read from the store for the hits of a query; metadata is also
+indexed by value (indexer/metadata_index.py) so that a filtered search finds its documents, and
+each slot remembers its chunk ids (a first id and a count: `Index` numbers a document's chunks
+consecutively), so a filter's documents become chunk ids in time proportional to them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,8 +24,21 @@ import numpy as np
 from contracts.errors import SnapshotError
 from indexer.document_store import DocumentStore, HitRecord, StoreChanges, StoreStats
 from indexer.documents import ChunkRecord, DocumentRecord
+from indexer.filters import Filter
+from indexer.metadata_index import MetadataIndex
 
 _UNKNOWN: Any = object()
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a filter lets through, at one moment (read under the index's read lock)."""
+
+    slots: set[int]  # the documents' slots
+    chunk_ids: np.ndarray  # their chunks, sorted (int64): what the legs search within
+
+    def __len__(self) -> int:
+        return len(self.slots)
 
 
 def _chunk_ids(record: DocumentRecord) -> range | list[int]:
@@ -50,6 +67,11 @@ class DocumentTable:
         self._free: list[int] = []
         self._chunk_owner = np.full(1024, -1, dtype=np.int32)
         self._chunks = 0
+        # Per slot: first chunk id and chunk count (-1: the ids are in `_irregular`).
+        self._first = np.zeros(1024, dtype=np.int64)
+        self._count = np.zeros(1024, dtype=np.int64)
+        self._irregular: dict[int, np.ndarray] = {}
+        self.metadata = MetadataIndex()
         self._deleted: dict[str, int] = {}
         # Changed since `generation`: the record, or None for a document no longer live.
         self._pending: dict[str, DocumentRecord | None] = {}
@@ -83,7 +105,33 @@ class DocumentTable:
             grown[: self._chunk_owner.shape[0]] = self._chunk_owner
             self._chunk_owner = grown
 
-    def _link(self, doc_id: str, version: int, chunk_ids: Iterable[int]) -> None:
+    def _ensure_slots(self, size: int) -> None:
+        if size > self._first.shape[0]:
+            size = max(size, 2 * self._first.shape[0])
+            for name in ("_first", "_count"):
+                old = getattr(self, name)
+                grown = np.zeros(size, dtype=np.int64)
+                grown[: old.shape[0]] = old
+                setattr(self, name, grown)
+
+    def _set_chunks(self, slot: int, chunk_ids: range | np.ndarray) -> None:
+        self._ensure_slots(slot + 1)
+        self._irregular.pop(slot, None)
+        if isinstance(chunk_ids, range):
+            self._first[slot], self._count[slot] = chunk_ids.start, len(chunk_ids)
+            return
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        if ids.size and int(ids[-1]) - int(ids[0]) == ids.size - 1 and (np.diff(ids) == 1).all():
+            self._first[slot], self._count[slot] = int(ids[0]), ids.size
+        elif not ids.size:
+            self._first[slot], self._count[slot] = 0, 0
+        else:
+            self._first[slot], self._count[slot] = 0, -1
+            self._irregular[slot] = ids.copy()
+
+    def _link(
+        self, doc_id: str, version: int, chunk_ids: Iterable[int], metadata: dict[str, Any]
+    ) -> None:
         slot = self._slot.get(doc_id)
         if slot is None:
             if self._free:
@@ -97,8 +145,10 @@ class DocumentTable:
             self._slot[doc_id] = slot
         else:
             self._versions[slot] = version
+        self.metadata.add(slot, metadata)
         if isinstance(chunk_ids, range) and chunk_ids.step == 1:
             # The common case (`put` of freshly numbered chunks): slices, no index arrays.
+            self._set_chunks(slot, chunk_ids)
             if chunk_ids:
                 self._ensure_chunks(chunk_ids.stop - 1)
                 owners = self._chunk_owner[chunk_ids.start : chunk_ids.stop]
@@ -108,30 +158,43 @@ class DocumentTable:
         ids = np.asarray(
             chunk_ids if isinstance(chunk_ids, np.ndarray) else list(chunk_ids), dtype=np.int64
         )
+        self._set_chunks(slot, ids)
         if ids.size:
             self._ensure_chunks(int(ids.max()))
             self._chunks += int(np.count_nonzero(self._chunk_owner[ids] != slot))
             self._chunk_owner[ids] = slot
 
-    def _bulk_link(self, rows: Iterable[tuple[str, int, np.ndarray]]) -> None:
+    def _bulk_link(self, rows: Iterable[tuple[str, int, np.ndarray, dict[str, Any]]]) -> None:
         """`_link` for a fresh table, vectorized: one owner-array assignment for all chunks
         (a restart at 1M chunks must not pay numpy's per-call overhead per document)."""
         assert not self._slot
         parts: list[np.ndarray] = []
         counts = array("q")
-        for doc_id, version, chunk_ids in rows:
-            self._slot[doc_id] = len(self._ids)
+        firsts = array("q")
+        index = self.metadata
+        for doc_id, version, chunk_ids, metadata in rows:
+            slot = len(self._ids)
+            self._slot[doc_id] = slot
             self._ids.append(doc_id)
             self._versions.append(version)
+            index.add(slot, metadata)
             parts.append(chunk_ids)
             counts.append(chunk_ids.shape[0])
+            firsts.append(int(chunk_ids[0]) if chunk_ids.shape[0] else 0)
         if not parts:
             return
         ids = np.concatenate(parts)
+        count = np.frombuffer(counts, np.int64)
+        self._ensure_slots(len(parts))
+        self._first[: len(parts)] = np.frombuffer(firsts, np.int64)
+        self._count[: len(parts)] = count
         if ids.size:
-            slots = np.repeat(
-                np.arange(len(parts), dtype=np.int32), np.frombuffer(counts, np.int64)
-            )
+            slots = np.repeat(np.arange(len(parts), dtype=np.int32), count)
+            # Documents whose ids are not first, first + 1, ... keep them listed (`_set_chunks`).
+            expected = np.repeat(self._first[: len(parts)] - (np.cumsum(count) - count), count)
+            expected += np.arange(ids.size)
+            for slot in np.unique(slots[ids != expected]).tolist():
+                self._set_chunks(slot, parts[slot])
             self._ensure_chunks(int(ids.max()))
             self._chunk_owner[ids] = slots
             self._chunks = int(np.unique(ids).size)
@@ -145,6 +208,9 @@ class DocumentTable:
         mine = ids[self._chunk_owner[ids] == slot]
         self._chunk_owner[mine] = -1
         self._chunks -= int(mine.size)
+        self.metadata.remove(slot)
+        self._irregular.pop(slot, None)
+        self._count[slot] = 0
         self._ids[slot] = None
         self._free.append(slot)
 
@@ -153,6 +219,8 @@ class DocumentTable:
         ids = sum(sys.getsizeof(d) for d in self._slot)
         return (
             self._chunk_owner.nbytes
+            + self._first.nbytes
+            + self._count.nbytes
             + self._versions.itemsize * len(self._versions)
             + sys.getsizeof(self._slot)
             + sys.getsizeof(self._ids)
@@ -241,6 +309,36 @@ class DocumentTable:
         chunk = next((c for c in record.chunks if c.chunk_id == chunk_id), None)
         return None if chunk is None else (record, chunk)
 
+    # -- filters --------------------------------------------------------------------------
+    def allowed(self, where: Filter) -> Allowed:
+        """The live documents that pass `where`, and their chunk ids: O(what matches)."""
+        slots = self.metadata.evaluate(where)
+        return Allowed(slots, self.chunks_of(slots))
+
+    def admits(self, allowed: Allowed, doc_id: str) -> bool:
+        return self._slot.get(doc_id) in allowed.slots
+
+    def slot_of(self, doc_id: str) -> int | None:
+        return self._slot.get(doc_id)
+
+    def chunks_of(self, slots: Iterable[int]) -> np.ndarray:
+        """The chunk ids of `slots`, sorted: O(their chunks), no scan of the owner map."""
+        wanted = np.fromiter(slots, dtype=np.int64)
+        if not wanted.size:
+            return np.zeros(0, np.int64)
+        first, count = self._first[wanted], self._count[wanted]
+        regular = count >= 0
+        parts = []
+        if not regular.all():
+            parts = [self._irregular[s] for s in wanted[~regular].tolist()]
+            first, count = first[regular], count[regular]
+        total = int(count.sum())
+        ids = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(total)
+        if parts:
+            ids = np.concatenate([ids, *parts])
+        ids.sort()
+        return ids
+
     @property
     def chunk_count(self) -> int:
         return self._chunks
@@ -261,7 +359,7 @@ class DocumentTable:
             previous = self.get(record.doc_id)
         if previous is not None:
             self._unlink(previous.doc_id, (c.chunk_id for c in previous.chunks))
-        self._link(record.doc_id, record.version, _chunk_ids(record))
+        self._link(record.doc_id, record.version, _chunk_ids(record), record.metadata)
         self._deleted.pop(record.doc_id, None)
         self._pending[record.doc_id] = record
         return previous
@@ -380,7 +478,9 @@ class DocumentTable:
         for record in changes.ended:
             self._unlink(record.doc_id, (c.chunk_id for c in record.chunks))
         for record in changes.added:
-            self._link(record.doc_id, record.version, (c.chunk_id for c in record.chunks))
+            self._link(
+                record.doc_id, record.version, (c.chunk_id for c in record.chunks), record.metadata
+            )
         for doc_id in changes.undeleted:
             self._deleted.pop(doc_id, None)
         self._deleted.update(changes.deleted)

@@ -26,9 +26,10 @@ from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
 from indexer.config import IndexConfig, IndexSettings
 from indexer.document_store import HitRecord
-from indexer.document_table import DocumentTable
+from indexer.document_table import Allowed, DocumentTable
 from indexer.documents import ChunkRecord, DocumentRecord
 from indexer.embedding_cache import EmbeddingCache
+from indexer.filters import And, Compare, Filter, Member, Or, parse
 from indexer.fusion import MODES, FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
@@ -375,15 +376,23 @@ class Index:
         mode: str = "hybrid",
         min_score: float | None = None,
         fusion: FusionWeights | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """Documents ranked by `mode`; `min_score` is a cosine cutoff (a BM25 cutoff in bm25 mode).
 
         `fusion` (hybrid mode only; default `self.fusion`) weighs the legs and sets RRF's k.
+        `where`: a metadata filter (indexer/filters.py, a `where` object or its parsed tree).
+        It is applied inside each leg (only matching chunks are candidates), so k hits come back
+        whenever k matching documents match the query.
         """
         self._check_query(query, k, mode, min_score)
+        condition = where if isinstance(where, Compare | Member | And | Or) else parse(where)
         query_vector = self.model.encode_queries([query])[0] if mode != "bm25" else None
         with self.lock.reading():
-            return self._search(query, query_vector, k, mode, min_score, fusion)
+            allowed = self.documents.allowed(condition) if condition is not None else None
+            if allowed is not None and not allowed:
+                return []
+            return self._search(query, query_vector, k, mode, min_score, fusion, allowed)
 
     def search_many(
         self,
@@ -394,6 +403,7 @@ class Index:
         min_score: float | None = None,
         fusion: FusionWeights | None = None,
         vectors: np.ndarray | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
         """`search` of each query, the queries embedded in one model call.
 
@@ -404,6 +414,7 @@ class Index:
         """
         for query in queries:
             self._check_query(query, k, mode, min_score)
+        condition = where if isinstance(where, Compare | Member | And | Or) else parse(where)
         if vectors is not None and vectors.shape != (len(queries), self.model.dimension):
             raise ValueError(
                 f"vectors must be {len(queries)} x {self.model.dimension}, one per query "
@@ -417,7 +428,11 @@ class Index:
         for i, query in enumerate(queries):
             with self.lock.reading():
                 qvec = vectors[i] if vectors is not None else None
-                results.append(self._search(query, qvec, k, mode, min_score, fusion))
+                allowed = self.documents.allowed(condition) if condition is not None else None
+                if allowed is not None and not allowed:
+                    results.append([])
+                    continue
+                results.append(self._search(query, qvec, k, mode, min_score, fusion, allowed))
         return results
 
     def _search(
@@ -428,13 +443,15 @@ class Index:
         mode: str,
         min_score: float | None,
         fusion: FusionWeights | None = None,
+        allowed: Allowed | None = None,
     ) -> list[SearchHit]:
         depth = max(CANDIDATE_DEPTH, 3 * k)
+        within = allowed.chunk_ids if allowed is not None else None  # the filter's chunks
         vector_docs = (
-            self._best_per_doc(self.vectors.search(qvec, depth)) if qvec is not None else {}
+            self._best_per_doc(self.vectors.search(qvec, depth, within)) if qvec is not None else {}
         )
         lexical_docs = (
-            self._best_per_doc(self.lexical.search(query, depth)) if mode != "vector" else {}
+            self._best_per_doc(self.lexical.search(query, depth, within)) if mode != "vector" else {}
         )
 
         if mode == "vector":
@@ -453,6 +470,8 @@ class Index:
                 k=weights.k,
             )
             matches = self._identifier_matches(query)
+            if allowed is not None:  # promoted documents pass the filter too
+                matches = {d: n for d, n in matches.items() if self.documents.admits(allowed, d)}
             scored = promote(fused, matches)
             exact = set(matches)
         return self._hits(scored, qvec, k, mode, min_score, vector_docs, lexical_docs, exact)

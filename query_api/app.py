@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import InvalidQueryError
 from contracts.settings import Settings
+from indexer.filters import Filter, InvalidFilterError, parse, parse_json
 from query_api.holder import IndexHolder
 from query_api.schemas import (
     DocumentOut,
@@ -174,11 +175,13 @@ def create_app(
             raise HTTPException(503, f"not ready: {reason}", headers={"Retry-After": "1"})
         return serving
 
-    async def search(request: SearchRequest) -> SearchResponse:
+    async def search(request: SearchRequest, where: Filter | None = None) -> SearchResponse:
         try:
             check_search(request, settings)
             fusion = fusion_of(request, settings)
-        except RequestError as exc:
+            if where is None:
+                where = parse(request.where)
+        except (RequestError, InvalidFilterError) as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
             raise HTTPException(422, str(exc)) from None
         serving = serving_or_503()
@@ -191,6 +194,7 @@ def create_app(
                 mode=request.mode,
                 min_score=request.min_score,
                 fusion=fusion,
+                where=where,
             )
         except InvalidQueryError as exc:
             metrics.query_errors.labels(reason="invalid_request").inc()
@@ -212,7 +216,12 @@ def create_app(
             else FusionOut(weights={"vector": fusion.vector, "lexical": fusion.lexical}, rrf_k=fusion.k),
             results=[
                 SearchHitOut(
-                    doc_id=h.doc_id, score=h.score, similarity=h.similarity, title=h.title, snippet=h.snippet
+                    doc_id=h.doc_id,
+                    score=h.score,
+                    similarity=h.similarity,
+                    title=h.title,
+                    snippet=h.snippet,
+                    metadata=h.metadata,
                 )
                 for h in hits
             ],
@@ -227,14 +236,22 @@ def create_app(
         vector_weight: float | None = None,
         lexical_weight: float | None = None,
         rrf_k: int | None = None,
+        where: str | None = None,
     ) -> SearchResponse:
         """Search the active index: `mode` is vector, bm25 or hybrid (default); hybrid takes
-        `vector_weight`, `lexical_weight` and `rrf_k` (defaults SEMSEARCH_FUSION_*)."""
+        `vector_weight`, `lexical_weight` and `rrf_k` (defaults SEMSEARCH_FUSION_*); `where` is
+        a metadata filter as JSON (URL-encoded), e.g. where={"lang":"en"}."""
+        try:
+            condition = parse_json(where) if where else None
+        except InvalidFilterError as exc:
+            metrics.query_errors.labels(reason="invalid_request").inc()
+            raise HTTPException(422, str(exc)) from None
         weights = None
         if vector_weight is not None or lexical_weight is not None:
             weights = FusionWeightsIn(vector=vector_weight, lexical=lexical_weight)
         return await search(
-            SearchRequest(q=q, k=k, mode=mode, min_score=min_score, weights=weights, rrf_k=rrf_k)
+            SearchRequest(q=q, k=k, mode=mode, min_score=min_score, weights=weights, rrf_k=rrf_k),
+            condition,
         )
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])

@@ -19,14 +19,16 @@ def search_via_api(
     *,
     weights: Mapping[str, float] | None = None,
     rrf_k: int | None = None,
+    where: dict[str, Any] | None = None,
     timeout_s: float = 30.0,
 ) -> dict[str, Any]:
     """POST /search on the API at `url`; returns its JSON (index_id, fusion, results, ...).
 
     POST rather than GET so long queries are not limited by URL length. `weights` ({"vector":
     ..., "lexical": ...}, either may be left out) and `rrf_k` tune hybrid fusion; left out, the
-    server's defaults apply and the answer's `fusion` says what they were. Errors come back as
-    SemsearchError with the API's own message (it says what to fix).
+    server's defaults apply and the answer's `fusion` says what they were. `where`: a metadata
+    filter (indexer/filters.py); every hit carries its document's `metadata`. Errors come back
+    as SemsearchError with the API's own message (it says what to fix).
     """
     body: dict[str, Any] = {"q": query, "k": k, "mode": mode}
     if min_score is not None:
@@ -35,6 +37,8 @@ def search_via_api(
         body["weights"] = dict(weights)
     if rrf_k is not None:
         body["rrf_k"] = rrf_k
+    if where:
+        body["where"] = where
     endpoint = url.rstrip("/") + "/search"
     try:
         response = httpx.post(endpoint, json=body, timeout=timeout_s)

@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     search.add_argument(
         "--rrf-k", type=int, help="hybrid: RRF constant k (default SEMSEARCH_FUSION_RRF_K)"
     )
+    search.add_argument(
+        "--where",
+        help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'',
+    )
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.set_defaults(func=run_search)
 
@@ -54,6 +58,12 @@ def _fusion_flags(args: argparse.Namespace) -> dict[str, Any]:
 def run_search(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise InvalidQueryError(f"-k must be a positive integer (got {args.k})")
+    where = None
+    if args.where:
+        from indexer.filters import parse_json, to_json
+
+        condition = parse_json(args.where)  # refused here, before a model or API is touched
+        where = to_json(condition) if condition is not None else None
     flags = _fusion_flags(args)
     fusion_used: dict[str, Any] | None = None
     if args.api:
@@ -68,6 +78,7 @@ def run_search(args: argparse.Namespace) -> int:
             args.min_score,
             weights=weights or None,
             rrf_k=flags.get("rrf_k"),
+            where=where,
         )
         results = response.get("results", [])
         index_id = response.get("index_id", "?")
@@ -94,7 +105,12 @@ def run_search(args: argparse.Namespace) -> int:
         index, _ = SnapshotStore(root).load(model, settings, cache)
         index_id = index.index_id
         hits = index.search(
-            args.query, k=args.k, mode=args.mode, min_score=args.min_score, fusion=fusion
+            args.query,
+            k=args.k,
+            mode=args.mode,
+            min_score=args.min_score,
+            fusion=fusion,
+            where=where,
         )
         results = [hit.__dict__ for hit in hits]
     if args.json:

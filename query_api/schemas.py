@@ -49,6 +49,11 @@ class SearchRequest(BaseModel):
     rrf_k: int | None = Field(
         None, description=f"hybrid only: RRF constant k (1..{MAX_RRF_K}); default SEMSEARCH_FUSION_RRF_K"
     )
+    where: dict[str, Any] | None = Field(
+        None,
+        description='metadata filter in Chroma\'s syntax, e.g. {"lang": "en", "year": {"$gte": 2020}}'
+        " ($eq $ne $gt $gte $lt $lte $in $nin $and $or; see docs/ARCHITECTURE.md)",
+    )
 
 
 class SearchHitOut(BaseModel):
@@ -57,6 +62,7 @@ class SearchHitOut(BaseModel):
     similarity: float | None = Field(description="cosine of the best chunk; null in bm25 mode")
     title: str
     snippet: str
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the document's metadata")
 
 
 class FusionOut(BaseModel):

@@ -16,10 +16,16 @@ CORPUS = [
         "_id": "a",
         "title": "Vitamin D",
         "text": "Vitamin D deficiency is associated with fractures.",
+        "metadata": {"lang": "en", "year": 2020},
     },
     {"_id": "b", "title": "Statins", "text": "Statins lower LDL cholesterol."},
     {"_id": "c", "title": "Sleep", "text": "Short sleep impairs memory consolidation."},
-    {"_id": "d", "title": "Order", "text": "Order ORD-77812-X shipped to Berlin."},
+    {
+        "_id": "d",
+        "title": "Order",
+        "text": "Order ORD-77812-X shipped to Berlin.",
+        "metadata": {"lang": "de", "tags": ["order"]},
+    },
 ]
 
 
@@ -78,6 +84,18 @@ def test_build_then_search(beir: dict[str, Path], capsys: pytest.CaptureFixture[
     assert "no results" in capsys.readouterr().out
     assert main(["search", "--index-dir", str(index), "-k", "0", "x"]) == 1
     assert "positive integer" in capsys.readouterr().err
+    search = ["search", "--index-dir", str(index), "--json"]
+    assert main([*search, "--where", '{"lang": "en"}', "order vitamin"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [h["doc_id"] for h in result["results"]] == ["a"]
+    assert result["results"][0]["metadata"] == {"lang": "en", "year": 2020}
+    assert main([*search, "--where", '{"tags": {"$in": ["order"]}}', "shipped"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [h["doc_id"] for h in result["results"]] == ["d"]
+    assert main([*search, "--where", '{"lang": {"$bad": 1}}', "x"]) == 1
+    assert "unknown operator '$bad'" in capsys.readouterr().err
+    assert main([*search, "--where", "{lang", "x"]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_eval_json_and_reuse(beir: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

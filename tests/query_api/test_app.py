@@ -78,7 +78,7 @@ def test_search_get_and_post(serving: TestClient) -> None:
     assert body["index_id"] == "idx-a" and body["mode"] == "hybrid" and body["k"] == 3
     assert len(body["model_fingerprint"]) == 64 and body["took_ms"] > 0 and body["generation"] == 1
     assert body["results"][0]["doc_id"] == "d7", "an exact identifier must come first"
-    assert set(body["results"][0]) == {"doc_id", "score", "similarity", "title", "snippet"}
+    assert set(body["results"][0]) == {"doc_id", "score", "similarity", "title", "snippet", "metadata"}
     assert len(body["results"]) == 3
 
     posted = serving.post("/search", json={"q": "bone fractures", "mode": "vector", "k": 2}).json()
@@ -138,7 +138,8 @@ def test_openapi_schema_describes_the_contract(client: TestClient) -> None:
     assert {"/search", "/documents/{doc_id}", "/index", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
     assert {"get", "post"} <= set(schema["paths"]["/search"])
     hit = schema["components"]["schemas"]["SearchHitOut"]["properties"]
-    assert {"doc_id", "score", "similarity", "title", "snippet"} <= set(hit)
+    assert {"doc_id", "score", "similarity", "title", "snippet", "metadata"} <= set(hit)
+    assert "where" in schema["components"]["schemas"]["SearchRequest"]["properties"]
 
 
 @pytest.mark.parametrize(
