@@ -81,7 +81,9 @@ def filters_phase(
             allowed = index.documents.allowed(node) if node is not None else None
             if allowed is not None and not allowed:
                 return []
-            hits = index._search(text, qvec if mode != "bm25" else None, TOP_K, mode, None, allowed)
+            hits = index._search(
+                text, qvec if mode != "bm25" else None, TOP_K, mode, None, allowed=allowed
+            )
         return [h.doc_id for h in hits]
 
     def timed_run(
@@ -118,7 +120,7 @@ def filters_phase(
                 assert node is not None
                 with index.lock.reading():
                     allowed = index.documents.allowed(node)
-                    bm25_hits = index._search(text, None, depth, "bm25", None, allowed)
+                    bm25_hits = index._search(text, None, depth, "bm25", None, allowed=allowed)
             finally:
                 lexical.FILTER_EXACT_CHUNKS = saved
             bm25_truth = [h.doc_id for h in bm25_hits]

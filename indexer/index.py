@@ -21,7 +21,7 @@ from contracts.documents import MAX_DOC_ID_CHARS, Change, Deletion, Document
 from contracts.errors import InvalidDocumentError, InvalidQueryError
 from contracts.storable import unstorable
 from indexer._rwlock import ReadWriteLock
-from indexer.analyzer import identifiers
+from indexer.analyzer import identifiers, is_record_key
 from indexer.canaries import CanaryProbe, probe
 from indexer.chunking import Chunk, Chunker
 from indexer.config import IndexConfig, IndexSettings
@@ -43,6 +43,7 @@ _SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
 CANDIDATE_DEPTH = 100
 # Most chunks an identifier term may be in and still be promoted (Index._identifier_matches).
 PROMOTE_MAX_CHUNKS = 1000
+SHORT_QUERY_WORDS = 4  # up to this many words, a query with an identifier is a look-up
 
 
 def snippet_of(text: str) -> str:
@@ -424,7 +425,7 @@ class Index:
             vectors = None
         elif vectors is None:
             vectors = self.model.encode_queries(list(queries))
-        results = []
+        results: list[list[SearchHit]] = []
         for i, query in enumerate(queries):
             with self.lock.reading():
                 qvec = vectors[i] if vectors is not None else None
@@ -549,9 +550,15 @@ class Index:
         metadata filter restricts this set like any other candidate set. O(postings of the
         query's identifiers): they name one thing each and are rare. A term in more than
         PROMOTE_MAX_CHUNKS chunks is a topic ("COVID-19"), not a key: it ranks as a word.
+        A query of up to SHORT_QUERY_WORDS words is taken to be a look-up, and every
+        identifier in it is promoted ("APOE4"); in a longer one only record keys are
+        (`analyzer.is_record_key`: "what happened with order ORD-85461-WR").
         """
+        terms = identifiers(query)
+        if len(query.split()) > SHORT_QUERY_WORDS:
+            terms = [t for t in terms if is_record_key(t)]
         counts: dict[str, int] = {}
-        for term in dict.fromkeys(identifiers(query)):
+        for term in dict.fromkeys(terms):
             chunk_ids = self.lexical.rare_term_chunks(term, PROMOTE_MAX_CHUNKS)
             if chunk_ids is None or not chunk_ids.shape[0]:
                 continue

@@ -19,7 +19,7 @@ from identifier_cases import Case, Quality, Query, bare_queries, cases, quality,
 
 from contracts.documents import Document
 from contracts.settings import Settings
-from indexer.analyzer import identifiers
+from indexer.analyzer import identifiers, is_record_key
 from indexer.embedding_cache import EmbeddingCache
 from indexer.fusion import FusionWeights, reciprocal_rank_fusion
 from indexer.index import Index
@@ -59,8 +59,14 @@ def index(
         "and the agent merged the two cases.",
         1,
     )
-    report = built.apply([c.document for c in held_out] + [merged])
-    assert report.upserted == len(held_out) + 1
+    gene = Document(
+        "gene-note",
+        "Research note",
+        "Carriers of APOE4 showed faster cognitive decline in the cohort we followed.",
+        1,
+    )
+    report = built.apply([c.document for c in held_out] + [merged, gene])
+    assert report.upserted == len(held_out) + 2
     yield built
     cache.close()
 
@@ -189,3 +195,16 @@ def test_ids_in_every_mode(index: Index, in_sentence: Embedded) -> None:
     for hits, q in zip(hybrid, sample, strict=True):
         assert hits[0].doc_id == q.doc_id and hits[0].score > 1.0  # promoted above any RRF score
         assert all(h.score < hits[0].score for h in hits[1:])
+
+
+def test_a_name_in_a_sentence_is_a_word_but_alone_it_is_a_look_up(index: Index) -> None:
+    """"APOE4" is an identifier to the analyzer but names a gene, not a record: in a sentence
+    it ranks like a word (promoting every document holding it cost SciFact hybrid nDCG);
+    typed alone it is a look-up and comes first. Record keys (3+ digits) are promoted anywhere."""
+    assert is_record_key("#ord-85461-wr") and is_record_key("#b07xj8c8f5")
+    assert not is_record_key("#apoe4") and not is_record_key("#covid-19")
+    sentence = "is the APOE4 allele linked to the speed of cognitive decline in older adults"
+    [hits] = index.search_many([sentence], k=10, mode="hybrid")
+    assert max(h.score for h in hits) <= 2 / 61  # plain fusion: nothing promoted
+    [alone] = index.search_many(["APOE4"], k=10, mode="hybrid")
+    assert alone[0].doc_id == "gene-note" and alone[0].score > 1.0
