@@ -132,6 +132,9 @@ class Manifest:
     lexical: dict[str, Any] | None = None
     # The live segment's base + deltas (indexer/live_store.py); None: GEN/live.npz (before deltas).
     live: dict[str, Any] | None = None
+    # Kafka timestamp (ms) of the newest event the offsets cover: GET /index reports its age.
+    # None: unknown (no event consumed yet, no timestamp, or a manifest written before it).
+    newest_event_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -273,7 +276,11 @@ class SnapshotStore:
 
     # -- writing --------------------------------------------------------------------------
     def write(
-        self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None
+        self,
+        index: Index,
+        offsets: Offsets | None = None,
+        extra: dict[str, Any] | None = None,
+        newest_event_ms: int | None = None,
     ) -> Manifest:
         """Persist the index as the next generation; returns its manifest.
 
@@ -289,7 +296,7 @@ class SnapshotStore:
             tmp = self.root / f".tmp-gen-{generation:06d}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             self._live_plan = None
-            manifest = self._write_into(tmp, generation, index, offsets, extra)
+            manifest = self._write_into(tmp, generation, index, offsets, extra, newest_event_ms)
             try:
                 os.rename(tmp, self._gen_dir(generation))
             except OSError as exc:
@@ -345,6 +352,7 @@ class SnapshotStore:
         index: Index,
         offsets: Offsets | None,
         extra: dict[str, Any] | None,
+        newest_event_ms: int | None = None,
     ) -> Manifest:
         files: dict[str, dict[str, Any]] = {}
         with index.lock.reading():
@@ -411,6 +419,7 @@ class SnapshotStore:
             documents=documents,
             lexical=lexical,
             live=live,
+            newest_event_ms=newest_event_ms,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
@@ -641,7 +650,7 @@ class SnapshotStore:
                 self.root,
                 ", ".join(sorted(corrupt)),
             )
-            manifest = self.write(index, manifest.offsets, extra=manifest.extra)
+            manifest = self.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
         return index, manifest
 
     def _open_writer_store(self) -> None:
@@ -670,7 +679,7 @@ class SnapshotStore:
             self.root,
             len(index.documents),
         )
-        published = self.write(index, manifest.offsets, extra=manifest.extra)
+        published = self.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
         self.migrated_from = manifest.generation
         return published
 
@@ -760,7 +769,7 @@ class SnapshotStore:
                 sealed_ids.update(segment.ids.tolist())
             vectors.tombstones &= sealed_ids  # tombstones of vectors that are gone with the file
             vectors._selector = None
-        published = self.write(index, manifest.offsets, extra=manifest.extra)
+        published = self.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
         report.published = published.generation
         self.last_repair = report
         log.warning(
