@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 
 from consumers.dead_letter import DeadLetterQueue
-from consumers.log_end import log_end_offsets
 from consumers.metrics import WorkerMetrics
 from consumers.operators import split_batch
-from consumers.source import ConsumerTuning, KafkaSource
+from consumers.source import ConsumerTuning, KafkaSource, Record
+from contracts.log_end import log_end_offsets
 from contracts.offsets import Offsets, copy_offsets
 from contracts.settings import Settings
 from indexer.drift import DriftMonitor
@@ -91,6 +91,7 @@ class IndexWorker:
         generation: int | None = None,
         metrics: WorkerMetrics | None = None,
         offsets_cluster_id: str | None = None,
+        newest_event_ms: int | None = None,
     ) -> None:
         self.index = index
         self.store = store
@@ -103,6 +104,9 @@ class IndexWorker:
         self.generation = generation
         self.metrics = metrics or WorkerMetrics(index.index_id)
         self.snapshot_offsets: Offsets = copy_offsets(start_offsets or {})
+        # Kafka timestamp (ms) of the newest event the positions cover; each snapshot records it
+        # beside the offsets (Manifest.newest_event_ms), so GET /index can say how old it is.
+        self.newest_event_ms = newest_event_ms
         self.source = KafkaSource(
             bootstrap,
             self.group_id,
@@ -179,6 +183,7 @@ class IndexWorker:
                 generation=manifest.generation,
                 metrics=metrics,
                 offsets_cluster_id=manifest.extra.get(CLUSTER_KEY),
+                newest_event_ms=manifest.newest_event_ms,
             )
         except BaseException:
             lock.release()
@@ -198,11 +203,12 @@ class IndexWorker:
         store: SnapshotStore | None = None,
         metrics: WorkerMetrics | None = None,
         offsets_cluster_id: str | None = None,
+        newest_event_ms: int | None = None,
     ) -> IndexWorker:
         """Tail `docs` into an index built elsewhere (a migration's shadow index), from the
         offsets its contents correspond to (e.g. the source index's manifest offsets; pass
-        `offsets_cluster_id=manifest.extra.get(CLUSTER_KEY)` with them). Takes the index's
-        WriterLock like open()."""
+        `offsets_cluster_id=manifest.extra.get(CLUSTER_KEY)` and `newest_event_ms` with them).
+        Takes the index's WriterLock like open()."""
         store = store or SnapshotStore(index_dir(settings, index.index_id), keep=settings.keep_generations)
         lock = WriterLock.acquire(store.root, f"the indexer of {index.index_id}")
         try:
@@ -216,6 +222,7 @@ class IndexWorker:
                 generation=store.latest_generation(),
                 metrics=metrics,
                 offsets_cluster_id=offsets_cluster_id,
+                newest_event_ms=newest_event_ms,
             )
         except BaseException:
             lock.release()
@@ -246,6 +253,7 @@ class IndexWorker:
         if records:
             self.drift.maybe_check()  # issue 5: never embed into the index with a drifted model
             report.events = len(records)
+            self._saw(records)
             batch = split_batch(records, self.index.validate_document)
             # Confirmed in the DLQ before any snapshot can hold offsets past these events.
             self.dead_letters.send(batch.poison)
@@ -265,6 +273,15 @@ class IndexWorker:
         self.metrics.lag(self.source.lag())
         report.snapshot = self.maybe_snapshot()
         return report
+
+    def _saw(self, records: list[Record]) -> None:
+        """The newest timestamp so far: max, not last, since partitions interleave (and a
+        producer may set CreateTime itself); records without a timestamp change nothing."""
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms >= 0]
+        if self.newest_event_ms is not None:
+            stamps.append(self.newest_event_ms)
+        if stamps:
+            self.newest_event_ms = max(stamps)
 
     def snapshot_due(self) -> bool:
         """Dirty, and SEMSEARCH_SNAPSHOT_EVENTS reached or the snapshot spacing has passed.
@@ -306,12 +323,14 @@ class IndexWorker:
         maybe_snapshot() retries with exponential backoff (SNAPSHOT_RETRY_MIN_S..MAX_S) instead of
         the indexer dying - a full disk is usually fixed by an operator within minutes.
         """
-        offsets, cluster = self.offsets, self.cluster_id
+        offsets, cluster, newest = self.offsets, self.cluster_id, self.newest_event_ms
         started = time.perf_counter()
         # An unknown cluster is left out, never written as if known: a reader then trusts the
         # offsets until it can compare (KafkaSource adopts the first cluster it sees).
         try:
-            manifest = self.store.write(self.index, offsets, extra={CLUSTER_KEY: cluster} if cluster else {})
+            manifest = self.store.write(
+                self.index, offsets, extra={CLUSTER_KEY: cluster} if cluster else {}, newest_event_ms=newest
+            )
         except SnapshotWriteError as exc:
             self._snapshot_failures += 1
             backoff = min(SNAPSHOT_RETRY_MAX_S, SNAPSHOT_RETRY_MIN_S * 2 ** (self._snapshot_failures - 1))
@@ -378,7 +397,7 @@ class IndexWorker:
 
         Why: the embedded broker keeps events in memory only, so whatever it acknowledged and
         this worker has not applied is gone once it stops. The targets are the high watermarks
-        read right after the stop (consumers/log_end.py; Tansu's watermark queries are wrong),
+        read right after the stop (contracts/log_end.py; Tansu's watermark queries are wrong),
         for every partition of the topic - also those this consumer was never assigned or never
         read, whose assignment the steps below wait for. Ends at `deadline` (monotonic) or when
         `abort` is set, then says loudly which offsets were not indexed. The caller snapshots.

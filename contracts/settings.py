@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     refresh_ms: int = Field(
         250, ge=10, description="How often the API looks for new generations / pointer changes."
     )
+    lag_poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often the API reads the log end of the served index's topics, for the "
+        "lag in GET /index and semsearch_index_lag_events (a background probe, never per request; "
+        "0 = off, lag unknown).",
+    )
     max_query_chars: int = Field(4096, ge=1, description="Longest query the API accepts.")
     max_k: int = Field(1000, ge=1, description="Most results one API request may ask for.")
     max_body_bytes: int = Field(

@@ -282,8 +282,10 @@ def create_app(
 
     @app.get("/index", response_model=IndexOut, responses={503: _ERRORS[503]}, tags=["status"])
     async def index_info() -> IndexOut:
-        """What is served: id, sizes, generation, Kafka offsets it contains, migration progress."""
+        """What is served: id, sizes, generation, Kafka offsets it contains and how far they are
+        behind the log (lag, newest event age), migration progress."""
         serving = serving_or_503()
+        lag = holder.lag_poller.lag_of(serving.manifest)
         counts = serving.index.count()
         manifest = serving.manifest
         status = holder.status()
@@ -300,7 +302,13 @@ def create_app(
             snapshot_created_at=float(manifest.created_at),
             snapshot_age_s=round(serving.snapshot_age_s(), 3),
             offsets={t: {str(p): int(o) for p, o in parts.items()} for t, parts in manifest.offsets.items()},
-            lag=None,
+            lag=None
+            if lag.events is None
+            else {t: {str(p): n for p, n in parts.items()} for t, parts in lag.events.items()},
+            lag_error=lag.reason,
+            lag_read_age_s=lag.log_end_age_s,
+            newest_event_at=lag.newest_event_at,
+            newest_event_age_s=lag.newest_event_age_s,
             pointer=PointerOut(
                 value=status["pointer"],
                 redis_up=bool(status["redis"]["up"]),

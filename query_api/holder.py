@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.errors import ModelMismatchError, SemsearchError
+from contracts.offsets import Offsets
 from contracts.pointer import describe_url
 from contracts.settings import Settings
 from indexer.drift import DriftMonitor
+from query_api.lag import Lag, LagCollector, LagPoller
 from query_api.loader import LOAD_ERRORS, IndexLoader, refusal
 from query_api.metrics import ApiMetrics
 from query_api.migration_status import migration_status
@@ -81,7 +83,15 @@ class IndexHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # The log end of the served generation's topics, read in the background (query_api/lag.py).
+        self.lag_poller = LagPoller(
+            settings.kafka_bootstrap,
+            settings.lag_poll_s,
+            self._lag_targets,
+            default_topic=settings.docs_topic,
+        )
         self.metrics.attach(self)  # last: a scrape reads the state set up above
+        self.metrics.registry.register(LagCollector(self.lag))
 
     # -- what requests and scrapes read ---------------------------------------------------
     @property
@@ -118,6 +128,15 @@ class IndexHolder:
             "last_error": self.last_error,
         }
 
+    def lag(self) -> Lag | None:
+        """How far the served generation is behind the log (None: nothing served); no I/O."""
+        serving = self._serving
+        return self.lag_poller.lag_of(serving.manifest) if serving is not None else None
+
+    def _lag_targets(self) -> Offsets | None:
+        serving = self._serving
+        return serving.manifest.offsets if serving is not None else None
+
     def migration_status(self) -> dict[str, Any] | None:
         """Progress a migrator published (query_api.migration_status)."""
         return migration_status(self.watcher.pointer, self.settings.data_dir)
@@ -129,10 +148,12 @@ class IndexHolder:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="index-holder", daemon=True)
         self._thread.start()
+        self.lag_poller.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop watching and release the served generation's pin (the process is done serving)."""
         self._stop.set()
+        self.lag_poller.stop(timeout_s)
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None

@@ -114,7 +114,29 @@ class IndexOut(BaseModel):
         description="Kafka offsets (topic → partition → next offset) contained in this generation"
     )
     lag: dict[str, dict[str, int]] | None = Field(
-        None, description="messages behind the topic end per partition, when known"
+        None,
+        description="events in the Kafka log past this generation's offsets (log end - offsets), "
+        "topic → partition → count; a partition the generation never read lags by all it holds. "
+        "Read from the broker in the background every SEMSEARCH_LAG_POLL_S, never per request; "
+        "null when unknown (see lag_error)",
+    )
+    lag_error: str | None = Field(
+        None,
+        description="why `lag` is null (broker unreachable, KAFKA_BOOTSTRAP_SERVERS unset, "
+        "polling off, not read yet) or which partitions it lacks; null when complete",
+    )
+    lag_read_age_s: float | None = Field(
+        None, description="seconds since the log end behind `lag` was read; null when unknown"
+    )
+    newest_event_at: float | None = Field(
+        None,
+        description="Kafka timestamp (unix seconds) of the newest event this generation contains, "
+        "recorded in its manifest; null when unknown (no event yet, or an older manifest)",
+    )
+    newest_event_age_s: float | None = Field(
+        None,
+        description="seconds since newest_event_at: how old the freshest searchable event is "
+        "(it grows while nothing is published, so alert on `lag`, not on this alone)",
     )
     pointer: PointerOut
     migration: dict[str, Any] | None = Field(None, description="progress a migrator reported, if any")

@@ -197,6 +197,7 @@ class Orchestrator:
             store=copies.store_of(new_id),
             # The start offsets are positions in the log of the cluster read above (or empty).
             offsets_cluster_id=self.cluster,
+            newest_event_ms=origin.newest_event_ms if offsets_in(origin, self.cluster) else None,
         )
         try:
             worker.snapshot()  # the bootstrapped shadow, at the offsets it was built from
@@ -241,7 +242,7 @@ class Orchestrator:
         extra: dict[str, Any] = {"gate": report.to_json()}
         if worker.cluster_id is not None:  # an unknown cluster is never recorded as if known
             extra[CLUSTER_KEY] = worker.cluster_id
-        stored = worker.store.write(worker.index, at, extra=extra)
+        stored = worker.store.write(worker.index, at, extra=extra, newest_event_ms=worker.newest_event_ms)
         log.info("gate report stored in generation %d of %s", stored.generation, stored.index_id)
         return report
 

@@ -126,7 +126,7 @@ class Loader:
                 self.root,
                 ", ".join(sorted(corrupt)),
             )
-            manifest = self.writer.write(index, manifest.offsets, extra=manifest.extra)
+            manifest = self.writer.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
         return index, manifest
 
     def _migrate(self, index: Index, manifest: Manifest) -> Manifest:
@@ -139,7 +139,7 @@ class Loader:
             self.root,
             len(index.documents),
         )
-        published = self.writer.write(index, manifest.offsets, extra=manifest.extra)
+        published = self.writer.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
         self.migrated_from = manifest.generation
         return published
 

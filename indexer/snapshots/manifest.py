@@ -40,12 +40,17 @@ class Manifest:
     lexical: dict[str, Any] | None = None
     # The live segment's base + deltas (indexer/live_store.py); None: GEN/live.npz (before deltas).
     live: dict[str, Any] | None = None
+    # Kafka timestamp (ms) of the newest event the offsets cover: GET /index reports its age.
+    # None: unknown (no event consumed yet, no timestamp, or a manifest written before it).
+    newest_event_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["offsets"] = {
             t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()
         }
+        if data["newest_event_ms"] is None:  # unknown: written as before the field existed
+            del data["newest_event_ms"]
         return data
 
     @classmethod

@@ -113,7 +113,7 @@ def repair_vectors(
             sealed_ids.update(segment.ids.tolist())
         vectors.tombstones &= sealed_ids  # tombstones of vectors that are gone with the file
         vectors._selector = None
-    published = writer.write(index, manifest.offsets, extra=manifest.extra)
+    published = writer.write(index, manifest.offsets, manifest.extra, manifest.newest_event_ms)
     report.published = published.generation
     log.warning(
         "repaired %s: %d chunks rebuilt (%d from the embedding cache, %d embedded); published "

@@ -121,14 +121,18 @@ class SnapshotStore:
 
     # -- writing (writer.py, garbage.py) --------------------------------------------------
     def write(
-        self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None
+        self,
+        index: Index,
+        offsets: Offsets | None = None,
+        extra: dict[str, Any] | None = None,
+        newest_event_ms: int | None = None,
     ) -> Manifest:
         """Persist the index as the next generation; returns its manifest.
 
         On any failure nothing is published and nothing is left behind (the temporary directory
         is removed); an OSError becomes a SnapshotWriteError saying what to do.
         """
-        return self._writer.write(index, offsets, extra)
+        return self._writer.write(index, offsets, extra, newest_event_ms)
 
     def collect_garbage(self) -> None:
         """Keep the newest `keep` generations, every pinned one, and the segments they reference."""

@@ -69,7 +69,11 @@ class GenerationWriter:
         self._live_plan: LivePlan | None = None  # written, committed once the generation is
 
     def write(
-        self, index: Index, offsets: Offsets | None = None, extra: dict[str, Any] | None = None
+        self,
+        index: Index,
+        offsets: Offsets | None = None,
+        extra: dict[str, Any] | None = None,
+        newest_event_ms: int | None = None,
     ) -> Manifest:
         """Persist the index as the next generation; returns its manifest.
 
@@ -85,7 +89,7 @@ class GenerationWriter:
             tmp = temporary_gen_dir(self.root, generation)
             tmp.mkdir()
             self._live_plan = None
-            manifest = self._write_into(tmp, generation, index, offsets, extra)
+            manifest = self._write_into(tmp, generation, index, offsets, extra, newest_event_ms)
             try:
                 os.rename(tmp, gen_dir(self.root, generation))
             except OSError as exc:
@@ -141,6 +145,7 @@ class GenerationWriter:
         index: Index,
         offsets: Offsets | None,
         extra: dict[str, Any] | None,
+        newest_event_ms: int | None = None,
     ) -> Manifest:
         files: dict[str, Record] = {}
         with index.lock.reading():
@@ -204,6 +209,7 @@ class GenerationWriter:
             documents=documents,
             lexical=lexical,
             live=live,
+            newest_event_ms=newest_event_ms,
         )
         manifest_path = tmp / MANIFEST
         manifest_path.write_text(manifest.dumps())

@@ -368,6 +368,41 @@ def _scenarios() -> list[dict[str, Any]]:
             "labels": {"index_id": "a", "topic": "docs"},
         },
         {
+            "alerts": {"SemsearchServedIndexBehind": "warning"},
+            "series": [
+                # Two partitions of one API: 6,000 + 6,000 behind for 30 minutes.
+                {
+                    "series": 'semsearch_index_lag_events{instance="api:8000",topic="docs",partition="0"}',
+                    "values": "10x5 6000x30",
+                },
+                {
+                    "series": 'semsearch_index_lag_events{instance="api:8000",topic="docs",partition="1"}',
+                    "values": "0x5 6000x30",
+                },
+                # Another API with a short spike only.
+                {
+                    "series": 'semsearch_index_lag_events{instance="api2:8000",topic="docs",partition="0"}',
+                    "values": "0x5 20000x5 0x25",
+                },
+            ],
+            "quiet_at": "12m",
+            "firing_at": "25m",
+            "labels": {"instance": "api:8000", "topic": "docs"},
+        },
+        {
+            "alerts": {"SemsearchServedLagUnknown": "warning"},
+            "series": [
+                {"series": 'semsearch_index_lag_known{instance="api:8000"}', "values": "1x5 0x30"},
+                {"series": 'semsearch_ready{instance="api:8000"}', "values": "1x35"},
+                # Not serving anything yet: lag unknown is expected there.
+                {"series": 'semsearch_index_lag_known{instance="api2:8000"}', "values": "0x35"},
+                {"series": 'semsearch_ready{instance="api2:8000"}', "values": "0x35"},
+            ],
+            "quiet_at": "15m",
+            "firing_at": "30m",
+            "labels": {"instance": "api:8000"},
+        },
+        {
             "alerts": {"SemsearchNoSnapshot": "critical"},
             "series": [
                 {"series": 'semsearch_snapshot_generation{index_id="a"}', "values": "1+1x10 11x30"},
