@@ -187,6 +187,13 @@ def test_dashboard_structure() -> None:
     panels = board["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
+    cells: dict[tuple[int, int], str] = {}  # no two panels drawn over each other
+    for panel in panels:
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                held = cells.setdefault((x, y), panel["title"])
+                assert held == panel["title"], f"{panel['title']!r} overlaps {held!r}"
     datasource_uids = {d["uid"] for d in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
     for panel in panels:
         grid = panel["gridPos"]
