@@ -2,14 +2,16 @@
 
 A plain dataclass serialized field by field in declaration order (`json.dumps(indent=1)`), so
 the bytes are exactly what earlier versions wrote and read. A new field needs a default, or the
-manifests of existing indexes stop loading. Kafka partitions are ints in memory and strings in
+manifests of existing indexes stop loading; an optional one left unset is not written, so older
+readers can still read it, and a reader ignores fields it does not know (an API that is upgraded
+after its indexer keeps serving during the rollout). Kafka partitions are ints in memory and strings in
 JSON (object keys are strings).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from contracts.offsets import Offsets
@@ -55,7 +57,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        data = {key: value for key, value in data.items() if key in known}
         data["offsets"] = {
             t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()
         }

@@ -39,3 +39,13 @@ def test_fields_added_later_have_defaults_for_manifests_without_them() -> None:
     manifest = Manifest.from_json(data)
     assert manifest.documents is manifest.lexical is manifest.live is None
     assert manifest.extra == {} and manifest.format == FORMAT_VERSION
+
+
+def test_a_field_from_a_newer_writer_is_ignored_and_an_unset_one_not_written() -> None:
+    """Rollouts upgrade indexers and APIs at different times: each must read the other's."""
+    data = json.loads(GOLDEN.read_text())
+    data["written_by_a_later_version"] = {"anything": 1}
+    assert Manifest.from_json(data) == Manifest.loads(GOLDEN.read_text())
+    assert "newest_event_ms" not in json.loads(Manifest.loads(GOLDEN.read_text()).dumps())
+    stamped = Manifest.from_json({**json.loads(GOLDEN.read_text()), "newest_event_ms": 1_700_000})
+    assert json.loads(stamped.dumps())["newest_event_ms"] == 1_700_000
