@@ -75,11 +75,7 @@ class GenerationWriter:
         extra: dict[str, Any] | None = None,
         newest_event_ms: int | None = None,
     ) -> Manifest:
-        """Persist the index as the next generation; returns its manifest.
-
-        On any failure nothing is published and nothing is left behind (the temporary directory
-        is removed); an OSError becomes a SnapshotWriteError saying what to do.
-        """
+        """`SnapshotStore.write`, which documents the guarantees (the facade forwards here)."""
         generation = 1
         tmp: Path | None = None
         try:
