@@ -19,6 +19,8 @@ from tests_support import wait_until
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from fastapi.testclient import TestClient
+
 from contracts.documents import Document
 from contracts.pointer import Pointer
 from contracts.settings import Settings
@@ -26,6 +28,7 @@ from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore, index_dir
+from query_api.app import create_app
 from query_api.holder import IndexHolder
 from semsearch.embedded.redis import EmbeddedRedis
 
@@ -123,3 +126,19 @@ def serve_api() -> Iterator[Callable[[Any], str]]:
     for server, thread in running:
         server.should_exit = True
         thread.join(15)
+
+
+@pytest.fixture
+def client(settings: Settings, holder: IndexHolder) -> TestClient:
+    """No lifespan: the holder is only driven by the test's poll_once() calls."""
+    return TestClient(create_app(settings, holder))
+
+
+@pytest.fixture
+def serving(client: TestClient, holder: IndexHolder, pointer: Pointer, build_index: BuildIndex) -> TestClient:
+    """An app whose holder serves idx-a (test modules with a lifespan app override this)."""
+    build_index("idx-a")
+    pointer.set_if_unset("idx-a")
+    holder.poll_once()
+    assert holder.ready
+    return client

@@ -34,19 +34,6 @@ from semsearch.embedded.redis import EmbeddedRedis
 BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 
 
-@pytest.fixture
-def client(settings: Settings, holder: IndexHolder) -> TestClient:
-    """No lifespan: the holder is only driven by the test's poll_once() calls."""
-    return TestClient(create_app(settings, holder))
-
-
-@pytest.fixture
-def serving(client: TestClient, holder: IndexHolder, pointer: Pointer, build_index: BuildIndex) -> TestClient:
-    build_index("idx-a")
-    pointer.set_if_unset("idx-a")
-    holder.poll_once()
-    assert holder.ready
-    return client
 
 
 def test_not_ready_before_an_index_is_loaded(

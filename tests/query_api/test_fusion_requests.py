@@ -25,18 +25,6 @@ BuildIndex = Callable[..., tuple[Any, SnapshotStore]]
 DEFAULT = {"weights": {"vector": 1.0, "lexical": 1.0}, "rrf_k": 60}
 
 
-@pytest.fixture
-def client(settings: Settings, holder: IndexHolder) -> TestClient:
-    return TestClient(create_app(settings, holder))
-
-
-@pytest.fixture
-def serving(client: TestClient, holder: IndexHolder, pointer: Pointer, build_index: BuildIndex) -> TestClient:
-    build_index("idx-a")
-    pointer.set_if_unset("idx-a")
-    holder.poll_once()
-    assert holder.ready
-    return client
 
 
 def test_the_answer_says_which_fusion_was_used(serving: TestClient) -> None:
