@@ -184,11 +184,13 @@ def test_new_generations_are_visible_within_a_second(
     writer.apply([extra_doc])
     store.write(writer, {"docs": {0: 11}})
     written = time.monotonic()
-    wait_for(lambda: holder.current is not None and holder.current.index.get("d11") is not None, 5)
+    # The open index takes the new rows a moment before the holder publishes the Serving of
+    # generation 2 (see query_api.serving), so "published" is the condition to wait on.
+    wait_for(lambda: holder.current is not None and holder.current.generation == 2, 5)
     visible_after = time.monotonic() - written
     assert visible_after < 1.0, f"visible after {visible_after:.3f}s"
     current = holder.current
-    assert current is not None and current.generation == 2
+    assert current is not None and current.index.get("d11") is not None
     assert current.index is served.index, "a refresh updates the open index; it does not reload it"
     assert current.manifest.offsets == {"docs": {0: 11}}
     assert [h.doc_id for h in current.index.search("antibiotics", k=1, mode="bm25")] == ["d11"]
