@@ -197,7 +197,9 @@ class DocumentTable:
                 self._set_chunks(slot, parts[slot])
             self._ensure_chunks(int(ids.max()))
             self._chunk_owner[ids] = slots
-            self._chunks = int(np.unique(ids).size)
+            # Distinct ids, without sorting them (np.unique): the table was empty, so the
+            # owned entries are exactly the ids just linked.
+            self._chunks = int(np.count_nonzero(self._chunk_owner >= 0))
 
     def _unlink(self, doc_id: str, chunk_ids: Iterable[int]) -> None:
         slot = self._slot.pop(doc_id, None)
