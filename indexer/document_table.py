@@ -30,15 +30,21 @@ from indexer.metadata_index import MetadataIndex
 _UNKNOWN: Any = object()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Allowed:
     """What a filter lets through, at one moment (read under the index's read lock)."""
 
-    slots: set[int]  # the documents' slots
+    slots: np.ndarray  # the documents' slots, sorted (int64, read-only: may be shared)
     chunk_ids: np.ndarray  # their chunks, sorted (int64): what the legs search within
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return int(self.slots.shape[0])
+
+    def __contains__(self, slot: object) -> bool:
+        if not isinstance(slot, int) or not self.slots.shape[0]:
+            return False
+        at = int(np.searchsorted(self.slots, slot))
+        return at < self.slots.shape[0] and int(self.slots[at]) == slot
 
 
 def _chunk_ids(record: DocumentRecord) -> range | list[int]:
@@ -171,16 +177,18 @@ class DocumentTable:
         parts: list[np.ndarray] = []
         counts = array("q")
         firsts = array("q")
-        index = self.metadata
+        described: list[tuple[int, dict[str, Any]]] = []  # slots with metadata
         for doc_id, version, chunk_ids, metadata in rows:
             slot = len(self._ids)
             self._slot[doc_id] = slot
             self._ids.append(doc_id)
             self._versions.append(version)
-            index.add(slot, metadata)
+            if metadata:
+                described.append((slot, metadata))
             parts.append(chunk_ids)
             counts.append(chunk_ids.shape[0])
             firsts.append(int(chunk_ids[0]) if chunk_ids.shape[0] else 0)
+        self.metadata.add_bulk(len(parts), described)
         if not parts:
             return
         ids = np.concatenate(parts)
@@ -314,18 +322,22 @@ class DocumentTable:
     # -- filters --------------------------------------------------------------------------
     def allowed(self, where: Filter) -> Allowed:
         """The live documents that pass `where`, and their chunk ids: O(what matches)."""
-        slots = self.metadata.evaluate(where)
+        slots = self.metadata.evaluate_slots(where)
         return Allowed(slots, self.chunks_of(slots))
 
     def admits(self, allowed: Allowed, doc_id: str) -> bool:
-        return self._slot.get(doc_id) in allowed.slots
+        return self._slot.get(doc_id) in allowed
 
     def slot_of(self, doc_id: str) -> int | None:
         return self._slot.get(doc_id)
 
-    def chunks_of(self, slots: Iterable[int]) -> np.ndarray:
+    def chunks_of(self, slots: Iterable[int] | np.ndarray) -> np.ndarray:
         """The chunk ids of `slots`, sorted: O(their chunks), no scan of the owner map."""
-        wanted = np.fromiter(slots, dtype=np.int64)
+        wanted = (
+            slots.astype(np.int64, copy=False)
+            if isinstance(slots, np.ndarray)
+            else np.fromiter(slots, dtype=np.int64)
+        )
         if not wanted.size:
             return np.zeros(0, np.int64)
         first, count = self._first[wanted], self._count[wanted]

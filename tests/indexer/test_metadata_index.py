@@ -105,3 +105,45 @@ def test_large_in_list() -> None:
     node = parse({"n": {"$in": list(range(0, 3_000, 3))}})
     assert node is not None
     assert index.evaluate(node) == set(range(0, 2_000, 3))
+
+
+def test_bulk_build_then_updates_equals_brute_force() -> None:
+    """What opening a table does (`add_bulk`), then the changes a reader follows."""
+    rng = random.Random(11)
+    docs = {slot: _metadata(rng) for slot in range(400)}
+    index = MetadataIndex()
+    index.add_bulk(400, [(slot, meta) for slot, meta in docs.items() if meta])
+    assert len(index) == 400
+    _check(index, docs)
+    for _ in range(500):
+        slot = rng.randrange(450)
+        if slot in docs and rng.random() < 0.4:
+            index.remove(slot)
+            del docs[slot]
+        else:
+            docs[slot] = _metadata(rng)
+            index.add(slot, docs[slot])
+        if rng.random() < 0.05:
+            _check(index, docs)  # reads fold the deltas in; later changes start new ones
+    _check(index, docs)
+    assert len(index) == len(docs)
+
+
+def test_bulk_build_refuses_a_filled_index() -> None:
+    index = MetadataIndex()
+    index.add(0, {"a": 1})
+    try:
+        index.add_bulk(1, [(0, {"a": 2})])
+    except ValueError as error:
+        assert "add_bulk" in str(error)
+    else:
+        raise AssertionError("add_bulk over a filled index must refuse")
+
+
+def test_answers_are_sorted_arrays_shared_read_only() -> None:
+    index = MetadataIndex()
+    index.add_bulk(6, [(s, {"k": s % 2}) for s in range(6)])
+    node = parse({"k": 1})
+    assert node is not None
+    slots = index.evaluate_slots(node)
+    assert slots.tolist() == [1, 3, 5] and not slots.flags.writeable
