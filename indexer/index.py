@@ -41,6 +41,9 @@ _SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
 # How many chunk candidates each leg retrieves per requested document: documents have several
 # chunks, and fusion needs depth beyond k to be useful.
 CANDIDATE_DEPTH = 100
+# bm25 mode asks the lexical leg for this many chunks per document wanted (then deeper if they
+# hold fewer than k documents): fusion needs CANDIDATE_DEPTH, a BM25 ranking only its top k.
+BM25_CHUNKS_PER_DOC = 3
 # Most chunks an identifier term may be in and still be promoted (Index._identifier_matches).
 PROMOTE_MAX_CHUNKS = 1000
 SHORT_QUERY_WORDS = 4  # up to this many words, a query with an identifier is a look-up
@@ -451,9 +454,12 @@ class Index:
         vector_docs = (
             self._best_per_doc(self.vectors.search(qvec, depth, within)) if qvec is not None else {}
         )
-        lexical_docs = (
-            self._best_per_doc(self.lexical.search(query, depth, within)) if mode != "vector" else {}
-        )
+        if mode == "bm25":
+            lexical_docs = self._lexical_top_docs(query, k, within)
+        elif mode == "hybrid":
+            lexical_docs = self._best_per_doc(self.lexical.search(query, depth, within))
+        else:
+            lexical_docs = {}
 
         if mode == "vector":
             scored = [(doc_id, best[1]) for doc_id, best in _by_score(vector_docs)]
@@ -527,6 +533,22 @@ class Index:
                 if len(hits) == k:
                     break
         return hits
+
+    def _lexical_top_docs(
+        self, query: str, k: int, within: np.ndarray | None
+    ) -> dict[str, tuple[int, float]]:
+        """bm25 mode's k best documents, each with its best chunk: from as few chunks as hold k
+        distinct documents (the lexical kernel prunes harder the smaller its k), deeper only
+        when they do not. Exact: a document's rank is its best chunk's, so the first k distinct
+        owners of the chunk ranking are the top k; fewer chunks than asked means all of them.
+        """
+        depth = BM25_CHUNKS_PER_DOC * k
+        while True:
+            chunk_hits = self.lexical.search(query, depth, within)
+            docs = self._best_per_doc(chunk_hits)
+            if len(docs) >= k or len(chunk_hits) < depth:
+                return docs
+            depth *= 4
 
     def _best_per_doc(self, chunk_hits: list[tuple[int, float]]) -> dict[str, tuple[int, float]]:
         """Each document's best chunk among a leg's candidates; owners resolved in one gather."""

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer import analyzer
+from indexer.lexical_exact import warm_up_exact
 from indexer.lexical_maxscore import warm_up
 from indexer.lexical_query import (
-    EXACT,
     Bounds,
     Scorer,
     Term,
@@ -190,6 +190,7 @@ class LexicalIndex:
             if seg.postings and variant not in compiled:
                 compiled.add(variant)
                 warm_up(seg.post_ids, seg.weights, seg.block_max)
+                warm_up_exact(seg.post_ids, seg.post_tfs, index._length)
         return index
 
     def __len__(self) -> int:
@@ -482,22 +483,21 @@ class LexicalIndex:
             if filtered:
                 buffered_terms = [(i[eligible[i]], v[eligible[i]]) for i, v in buffered_terms]
             if buffered_terms:
-                score_chunks(buffered_terms, scratch, top, EXACT)
+                score_chunks(buffered_terms, scratch, top)
             # Biggest segments first: they set theta that prunes the others.
             for seg in sorted(segments, key=lambda s: -s.chunks):
                 terms = per_segment.get(seg.name)
                 if terms:
                     bounds = Bounds.of(seg.avgdl_ref, avgdl)
-                    evaluate_segment(terms, seg, bounds, eligible, top)
+                    evaluate_segment(terms, seg, bounds, eligible, top, scorer)
         except BaseException:
             scratch.fill(0.0)
             raise
         finally:
             self._scratch.append(scratch)
-        # The survivors (k plus those within the approximation band) scored exactly with
-        # today's avgdl, rarest term first: the same float32 sum whatever the segmentation.
-        exact = rescore(top.ids, _term_runs(found), [weights[f[1]] for f in found], scorer)
-        return top.result(exact)
+        # Every offer was scored exactly, rarest term first: the same float32 sum whatever the
+        # segmentation (indexer/lexical_exact.py).
+        return top.result()
 
     @staticmethod
     def _score_allowed(

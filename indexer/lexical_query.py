@@ -8,19 +8,20 @@ is its weights' score times a factor in [lo, hi] (`Bounds`, 1 when the avgdl has
 the search keeps an interval per candidate and rescores the survivors exactly at the end.
 
 A chunk's postings all live in one segment (or the buffer), so each segment is evaluated on its
-own, biggest first, against candidates shared by all (`TopK`; theta, the k-th best lower end of
-their intervals, is a lower bound of the final k-th best exact score and only grows); within a
-segment thresholds are on the weights' scale (theta / hi; a k-th best t proves t * lo):
+own, biggest first, against candidates shared by all (`TopK`; theta, the k-th best exact score
+so far, is a lower bound of the final k-th best and only grows); within a segment thresholds
+are on the weights' scale (theta / hi; a k-th best t proves t * lo):
 1. seed theta (`_seed`): scores of the chunks holding the query's rarest terms (and, for
    a common term, only its postings in the blocks with the highest bounds) by binary search in
    every term's run - a few hundred chunks, the likeliest results - so that the first segment
    starts pruning at once;
 2. document-at-a-time block-max MaxScore (indexer/lexical_maxscore.py, compiled): only the
    essential terms' postings are walked, the others looked up while a chunk can still make it;
-3. `rescore`: the candidates whose upper end reaches theta (k plus the few inside the band)
-   get their exact scores at today's avgdl, summed rarest term first, so scores do not depend
-   on how the corpus is split into segments; ties are broken by chunk id (`top_k`).
-The buffer (chunks not yet frozen, a few thousand) is scored exhaustively (`score_chunks`).
+3. its candidates (k plus the few inside the band) scored exactly at today's avgdl against
+   that segment's runs (indexer/lexical_exact.py), summed rarest term first, so scores do not
+   depend on how the corpus is split into segments; ties are broken by chunk id (`top_k`).
+The buffer (chunks not yet frozen, a few thousand) is scored exhaustively (`score_chunks`); a
+filter that lets few chunks through scores them all (`rescore`, the same float32 sums).
 Exact: only chunks that provably cannot reach theta are skipped; the tests check against
 exhaustive rank-bm25 scoring, also with segments built at a very different avgdl.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.lexical_exact import exact_scores
 from indexer.lexical_maxscore import maxscore
 from indexer.lexical_segment import BLOCK, K1, Segment
 
@@ -40,6 +42,9 @@ SEED_CHUNKS = 4  # seed from at least this many times k chunks,
 SEED_POSTINGS = 4 * 1024
 # MaxScore re-partitions its terms by their local block bounds every this many chunk ids.
 WINDOW_IDS = 4096
+# A window is summed densely (no branch per posting) when its essential postings are at least
+# 1/DENSE_WINDOW of its ids (indexer/lexical_maxscore.py): below that, scanning it costs more.
+DENSE_WINDOW = 16
 _MARGIN = 1.0 + 1e-4  # bounds are inflated by this against float32 rounding
 
 
@@ -81,46 +86,39 @@ def contributions(ws: np.ndarray, weight: float) -> np.ndarray:
 
 
 class TopK:
-    """Candidates for the top k, each with an interval [lo, hi] holding its exact score.
+    """Candidates for the top k with their exact scores, shared by all segments.
 
-    Segments score with weights precomputed at their own avgdl (lexical_segment.py); at the
-    current avgdl a chunk's exact score lies within known factors of that (`Bounds`). theta,
-    the k-th largest lo, is a lower bound of the final k-th best exact score and only grows;
-    a chunk whose hi is below it cannot be in the top k (nor tie with it). `result` rescores
-    the survivors exactly (few: k plus those within the band) and breaks ties by chunk id.
+    theta, the k-th best score so far, is a lower bound of the final k-th best and only grows;
+    a chunk scoring below it cannot be in the top k (nor tie with it). Segments find their
+    candidates with approximate weights (`Bounds`) and score them exactly before offering
+    (indexer/lexical_exact.py), so the result needs no rescoring; ties are broken by chunk id.
     """
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.ids = np.zeros(0, np.int64)
-        self.lo = np.zeros(0, np.float64)
-        self.hi = np.zeros(0, np.float64)
+        self.scores = np.zeros(0, np.float32)
         self.theta = 0.0  # lower bound of the final k-th best score (0 until k are known)
 
-    def offer(self, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    def offer(self, ids: np.ndarray, scores: np.ndarray) -> None:
+        """`scores`: exact float32 BM25 of `ids`."""
         if self.theta > 0.0:
-            keep = hi >= self.theta
-            ids, lo, hi = ids[keep], lo[keep], hi[keep]
+            keep = scores >= self.theta
+            ids, scores = ids[keep], scores[keep]
         if not ids.shape[0]:
             return
         ids = np.concatenate([self.ids, ids.astype(np.int64)])
-        lo = np.concatenate([self.lo, lo])
-        hi = np.concatenate([self.hi, hi])
-        if lo.shape[0] >= self.k:
-            kth = float(np.partition(lo, lo.shape[0] - self.k)[lo.shape[0] - self.k])
-            if kth > self.theta:
-                self.theta = kth
-                keep = hi >= kth
-                ids, lo, hi = ids[keep], lo[keep], hi[keep]
-        self.ids, self.lo, self.hi = ids, lo, hi
+        scores = np.concatenate([self.scores, scores.astype(np.float32)])
+        kth = _kth(scores, self.k)
+        if kth > self.theta:
+            self.theta = kth
+            keep = scores >= kth
+            ids, scores = ids[keep], scores[keep]
+        self.ids, self.scores = ids, scores
 
-    def offer_approximate(self, ids: np.ndarray, values: np.ndarray, bounds: Bounds) -> None:
-        approx = values.astype(np.float64)
-        self.offer(ids, approx * bounds.lo, approx * bounds.hi)
-
-    def result(self, exact: np.ndarray) -> list[tuple[int, float]]:
-        """The top k given the exact scores (float32) of `self.ids`, ties broken by chunk id."""
-        return top_k(self.ids, exact, self.k)
+    def result(self) -> list[tuple[int, float]]:
+        """The top k (id, score), ties broken by chunk id."""
+        return top_k(self.ids, self.scores, self.k)
 
 
 @dataclass(frozen=True)
@@ -145,12 +143,10 @@ EXACT = Bounds(1.0, 1.0)
 
 
 def score_chunks(
-    terms: Sequence[tuple[np.ndarray, np.ndarray]],
-    scratch: np.ndarray,
-    top: TopK,
-    bounds: Bounds,
+    terms: Sequence[tuple[np.ndarray, np.ndarray]], scratch: np.ndarray, top: TopK
 ) -> None:
-    """Sum every term's (chunk ids, contributions) into `top` (all of each chunk's postings).
+    """Sum every term's (chunk ids, exact contributions) into `top` (all of each chunk's
+    postings; for the buffer, whose chunks have no precomputed weights).
 
     `scratch` (float32 by chunk id, all zeros) accumulates and is zeroed again where written.
     Duplicates (a chunk once per term) are removed through the same array viewed as int32:
@@ -172,7 +168,7 @@ def score_chunks(
         first = marks[all_ids] == positions
         all_ids, values = all_ids[first], values[first]
     scratch[all_ids] = 0.0
-    top.offer_approximate(all_ids, values, bounds)
+    top.offer(all_ids, values)
 
 
 def rescore(
@@ -256,14 +252,21 @@ def _seed(terms: Sequence[Term], alive: np.ndarray, k: int) -> float:
 
 
 def evaluate_segment(
-    terms: Sequence[Term], seg: Segment, bounds: Bounds, alive: np.ndarray, top: TopK
+    terms: Sequence[Term],
+    seg: Segment,
+    bounds: Bounds,
+    alive: np.ndarray,
+    top: TopK,
+    scorer: Scorer,
 ) -> None:
-    """Offer every chunk of `seg` that can be in the top k, with approximate scores bracketed by
-    `bounds` (module docstring), found by the compiled MaxScore (indexer/lexical_maxscore.py).
+    """Offer, with exact scores, every chunk of `seg` that can be in the top k: found by the
+    compiled MaxScore over approximate weights (indexer/lexical_maxscore.py), then scored
+    exactly against this segment's runs (indexer/lexical_exact.py).
 
-    Thresholds there are on the weights' scale: a chunk whose approximate upper bound is below
-    top.theta / bounds.hi cannot reach the exact top k, and k approximate scores of at least t
-    prove an exact k-th best of at least t * bounds.lo."""
+    Thresholds in the kernel are on the weights' scale: a chunk whose approximate upper bound
+    is below top.theta / bounds.hi cannot reach the exact top k, and k approximate scores of at
+    least t prove an exact k-th best of at least t * bounds.lo. `terms` are in the query's
+    order (rarest first), which fixes the float32 sum."""
     k = top.k
     shrink = bounds.lo / bounds.hi
     theta = top.theta / bounds.hi
@@ -272,14 +275,15 @@ def evaluate_segment(
         # Slack: the seed sums in another order than the kernel (float32 rounding).
         theta = max(theta, _seed(terms, alive, k) * shrink * (1.0 - 1e-5))
     rows = np.asarray([t.row for t in terms], dtype=np.int64)
-    offsets = np.asarray(seg.offsets, dtype=np.int64)
-    ids, approximate, _ = maxscore(
+    starts = seg.offsets[rows]
+    ends = seg.offsets[rows + 1]
+    ids, _, _ = maxscore(
         seg.post_ids,
         seg.weights,
         seg.block_max,
-        offsets[rows],
-        offsets[rows + 1],
-        np.asarray(seg.block_offsets, dtype=np.int64)[rows],
+        starts,
+        ends,
+        seg.block_offsets[rows],
         np.asarray([t.weight for t in terms], dtype=np.float64),
         alive,
         not all(t.all_alive for t in terms),
@@ -288,9 +292,23 @@ def evaluate_segment(
         shrink,
         (K1 + 1.0) * _MARGIN,
         WINDOW_IDS,
+        DENSE_WINDOW,
     )
     if ids.shape[0]:
-        top.offer(ids, approximate * bounds.lo, approximate * bounds.hi)
+        # The weight as Scorer.score rounds it: float32 of idf * count * (k1 + 1).
+        weights = np.asarray([np.float32(t.weight * (K1 + 1.0)) for t in terms], np.float32)
+        exact = exact_scores(
+            seg.post_ids,
+            seg.post_tfs,
+            starts,
+            ends,
+            weights,
+            ids,
+            scorer.length,
+            scorer.slope,
+            scorer.floor,
+        )
+        top.offer(ids, exact)
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

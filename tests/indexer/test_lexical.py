@@ -176,15 +176,26 @@ def _assert_top_equal(
     assert all(i in wanted or math.isclose(s, last, rel_tol=1e-4) for i, s in got), query
 
 
-@pytest.mark.parametrize("seed_postings", [0, 10**9])  # theta seeded / found by the kernel
+@pytest.mark.parametrize(
+    ("seed_postings", "window", "dense"),
+    [
+        (0, 4096, 16),  # theta seeded; one window per segment
+        (10**9, 4096, 16),  # theta found by the kernel alone
+        (0, 128, 10**9),  # many windows, every one with a posting summed densely
+        (0, 128, 0),  # many windows, every one kept sparse (slot lists)
+    ],
+)
 def test_pruned_top_k_equals_exhaustive_scoring(
-    monkeypatch: pytest.MonkeyPatch, seed_postings: int
+    monkeypatch: pytest.MonkeyPatch, seed_postings: int, window: int, dense: int
 ) -> None:
     """Seeded MaxScore over several segments (ids added out of order, some removed) plus the
-    buffer returns exactly the exhaustive top k, and really skips postings."""
+    buffer returns exactly the exhaustive top k, and really skips postings, whether windows
+    are summed densely or through slot lists."""
     monkeypatch.setattr(indexer.lexical, "BUFFER_CHUNKS", 300)
     monkeypatch.setattr(indexer.lexical, "INLINE_MERGE_CHUNKS", 600)
     monkeypatch.setattr(indexer.lexical_query, "SEED_POSTINGS", seed_postings)
+    monkeypatch.setattr(indexer.lexical_query, "WINDOW_IDS", window)
+    monkeypatch.setattr(indexer.lexical_query, "DENSE_WINDOW", dense)
     texts = _corpus(2000, seed=23)
     order = list(range(2000))
     random.Random(5).shuffle(order[:1200])  # unsorted adds: segments sort their runs
