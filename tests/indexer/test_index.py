@@ -179,3 +179,26 @@ def test_apply_reports_add_up(make_index: Callable[..., Index]) -> None:
     assert (total.upserted, total.deleted, total.stale) == (2, 1, 1)
     assert total.chunks_embedded + total.chunks_cached == 2
     assert total.rejected == [] and total.rejected_changes == []
+
+
+def test_bm25_mode_reads_deeper_when_one_document_fills_the_first_chunks(
+    make_index: Callable[..., Index],
+) -> None:
+    """bm25 mode asks the lexical leg for 3k chunks first; when one long document holds all of
+    them it must read deeper, and still return the exact k best documents."""
+    long_text = " ".join(f"zebra stripes pattern {i} zebra" for i in range(700))
+    index = make_index()
+    index.apply(
+        [Document("long", "Zebras", long_text, 1)]
+        + [Document(f"s{i}", "Short", f"a zebra seen at site {i}", 1) for i in range(5)]
+    )
+    record = index.documents.get("long")
+    assert record is not None and len(record.chunks) > 6  # more chunks than 3k for k=2
+    chunks = index.lexical.search("zebra", 10_000)
+    owners = index.documents.owner_ids([c for c, _ in chunks])
+    expected: list[str] = []
+    for owner in owners:
+        if owner is not None and owner not in expected:
+            expected.append(owner)
+    hits = index.search("zebra", k=2, mode="bm25")
+    assert [h.doc_id for h in hits] == expected[:2] and expected[0] == "long"
