@@ -22,7 +22,10 @@ from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
 
-DOCS = [Document(f"n{i}", f"Note {i}", f"Ward note {i} about topic {i % 9} and dose {i}.", 1) for i in range(40)]
+DOCS = [
+    Document(f"n{i}", f"Note {i}", f"Ward note {i} about topic {i % 9} and dose {i}.", 1)
+    for i in range(40)
+]
 
 
 def _rows(index: Index) -> dict[int, bytes]:
@@ -30,7 +33,9 @@ def _rows(index: Index) -> dict[int, bytes]:
     return {int(i): live.vector(int(i)).tobytes() for i in live.ids}
 
 
-def _top(index: Index, queries: tuple[str, ...] = ("dose 12", "topic 4", "ward note 30")) -> list[list[str]]:
+def _top(
+    index: Index, queries: tuple[str, ...] = ("dose 12", "topic 4", "ward note 30")
+) -> list[list[str]]:
     return [[h.doc_id for h in index.search(q, k=5, mode="vector")] for q in queries]
 
 
@@ -53,13 +58,20 @@ def test_a_generation_writes_only_the_rows_it_changed(
     assert [e["kind"] for e in _chain(first)] == ["base"] and _chain(first)[0]["added"] == 40
     assert not (store.root / "gen-000001" / "live.npz").exists()
 
-    writer.apply([Document("n3", "Note 3", "now about the pancreas", 2), Deletion("n5", 2), *[
-        Document(f"x{i}", "Extra", f"extra note {i}", 1) for i in range(3)
-    ]])
+    writer.apply(
+        [
+            Document("n3", "Note 3", "now about the pancreas", 2),
+            Deletion("n5", 2),
+            *[Document(f"x{i}", "Extra", f"extra note {i}", 1) for i in range(3)],
+        ]
+    )
     second = store.write(writer, {"docs": {0: 45}})
     chain = _chain(second)
     assert [e["kind"] for e in chain] == ["base", "delta"] and chain[0] == _chain(first)[0]
-    assert (chain[1]["added"], chain[1]["removed"]) == (4, 2)  # n3's new chunk + 3 extras; n3, n5 old
+    assert (chain[1]["added"], chain[1]["removed"]) == (
+        4,
+        2,
+    )  # n3's new chunk + 3 extras; n3, n5 old
     assert chain[1]["bytes"] < chain[0]["bytes"] / 5  # proportional to the change
     assert second.files[chain[1]["file"]]["sha256"] == chain[1]["sha256"]
 
@@ -125,9 +137,19 @@ def test_the_chain_is_bounded_by_a_fresh_base(
         writer.apply([Document(f"z{step}", "Z", f"note number {step} on sleep", 1)])
         kinds.append([e["kind"] for e in _chain(store.write(writer))])
     assert kinds == [["base"], ["base", "delta"], ["base", "delta", "delta"], ["base"]]
-    # deltas holding more rows than the live segment: a base instead
-    writer.apply([Document(f"n{i}", "N", f"rewritten {i}", 2) for i in range(30)])
-    assert [e["kind"] for e in _chain(store.write(writer))] == ["base"]
+    # a chain whose files would hold more than twice the live rows: a base instead
+    monkeypatch.setattr(live_store, "MAX_DELTAS", 100)
+    kinds = []
+    for version in range(2, 9):  # each round replaces the same documents' chunks
+        writer.apply(
+            [Document(f"z{step}", "Z", f"note {step} v{version}", version) for step in range(4)]
+        )
+        manifest = store.write(writer)
+        chain = _chain(manifest)
+        kinds.append([e["kind"] for e in chain])
+        rows_read = sum(int(e["added"]) + int(e["removed"]) for e in chain)
+        assert rows_read <= 2 * int(manifest.live["rows"]), kinds
+    assert ["base"] in kinds[1:] and any(len(k) > 1 for k in kinds), kinds
     loaded, _ = store.load(model, settings)
     assert _rows(loaded) == _rows(writer)
     # a seal replaces the live segment: the next generation starts a new base
@@ -157,7 +179,9 @@ def test_a_corrupt_delta_refuses_its_generation_and_the_previous_one_is_served(
     with pytest.raises(SnapshotError, match="checksum"):
         store.load(model, settings)
     skipped: list[int] = []
-    loaded, manifest = store.load(model, settings, fallback=True, on_skip=lambda g, _r: skipped.append(g))
+    loaded, manifest = store.load(
+        model, settings, fallback=True, on_skip=lambda g, _r: skipped.append(g)
+    )
     assert manifest.generation == 2 and skipped == [3] and _rows(loaded) == expected
     # a reader on generation 2 refuses to refresh into it and keeps what it serves
     with pytest.raises(SnapshotError, match="checksum"):
@@ -334,6 +358,10 @@ def test_the_journal_records_only_what_changed_since_the_chain() -> None:
     params = faiss.SearchParametersIVF()
     params.nprobe = 2
     for q in range(3):
-        a = plain.search_assigned(x[q : q + 1], 5, (coarse_lists[q : q + 1], coarse_scores[q : q + 1]), params)
-        b = assigned.search_assigned(x[q : q + 1], 5, (coarse_lists[q : q + 1], coarse_scores[q : q + 1]), params)
+        a = plain.search_assigned(
+            x[q : q + 1], 5, (coarse_lists[q : q + 1], coarse_scores[q : q + 1]), params
+        )
+        b = assigned.search_assigned(
+            x[q : q + 1], 5, (coarse_lists[q : q + 1], coarse_scores[q : q + 1]), params
+        )
         assert a[1].tolist() == b[1].tolist()
