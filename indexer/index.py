@@ -11,7 +11,7 @@ import json
 import math
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +41,9 @@ _SNIPPET_PREFIX = SNIPPET_CHARS + SNIPPET_CHARS // 2
 # How many chunk candidates each leg retrieves per requested document: documents have several
 # chunks, and fusion needs depth beyond k to be useful.
 CANDIDATE_DEPTH = 100
-# bm25 mode asks the lexical leg for this many chunks per document wanted (then deeper if they
-# hold fewer than k documents): fusion needs CANDIDATE_DEPTH, a BM25 ranking only its top k.
-BM25_CHUNKS_PER_DOC = 3
+# vector and bm25 modes ask their leg for this many chunks per document wanted (then deeper if
+# they hold fewer than k documents): fusion needs CANDIDATE_DEPTH, one leg's ranking its top k.
+SINGLE_LEG_CHUNKS_PER_DOC = 3
 # Most chunks an identifier term may be in and still be promoted (Index._identifier_matches).
 PROMOTE_MAX_CHUNKS = 1000
 SHORT_QUERY_WORDS = 4  # up to this many words, a query with an identifier is a look-up
@@ -451,15 +451,16 @@ class Index:
     ) -> list[SearchHit]:
         depth = max(CANDIDATE_DEPTH, 3 * k)
         within = allowed.chunk_ids if allowed is not None else None  # the filter's chunks
-        vector_docs = (
-            self._best_per_doc(self.vectors.search(qvec, depth, within)) if qvec is not None else {}
-        )
-        if mode == "bm25":
-            lexical_docs = self._lexical_top_docs(query, k, within)
-        elif mode == "hybrid":
+        vector_docs: dict[str, tuple[int, float]] = {}
+        lexical_docs: dict[str, tuple[int, float]] = {}
+        if mode == "hybrid":
+            if qvec is not None:
+                vector_docs = self._best_per_doc(self.vectors.search(qvec, depth, within))
             lexical_docs = self._best_per_doc(self.lexical.search(query, depth, within))
-        else:
-            lexical_docs = {}
+        elif mode == "vector" and qvec is not None:
+            vector_docs = self._top_docs(lambda n: self.vectors.search(qvec, n, within), k)
+        elif mode == "bm25":
+            lexical_docs = self._top_docs(lambda n: self.lexical.search(query, n, within), k)
 
         if mode == "vector":
             scored = [(doc_id, best[1]) for doc_id, best in _by_score(vector_docs)]
@@ -534,17 +535,19 @@ class Index:
                     break
         return hits
 
-    def _lexical_top_docs(
-        self, query: str, k: int, within: np.ndarray | None
+    def _top_docs(
+        self, leg: Callable[[int], list[tuple[int, float]]], k: int
     ) -> dict[str, tuple[int, float]]:
-        """bm25 mode's k best documents, each with its best chunk: from as few chunks as hold k
-        distinct documents (the lexical kernel prunes harder the smaller its k), deeper only
-        when they do not. Exact: a document's rank is its best chunk's, so the first k distinct
-        owners of the chunk ranking are the top k; fewer chunks than asked means all of them.
+        """A single-leg mode's k best documents, each with its best chunk: from as few chunks
+        as hold k distinct documents (the lexical kernel prunes harder, and fewer owners are
+        looked up, the smaller the depth), deeper only when they do not. The same documents as
+        at CANDIDATE_DEPTH: a document ranks by its best chunk, so the first k distinct owners of
+        the chunk ranking are the top k (an IVF probe's top n is a prefix of its top m > n);
+        fewer chunks than asked means the leg had no more.
         """
-        depth = BM25_CHUNKS_PER_DOC * k
+        depth = SINGLE_LEG_CHUNKS_PER_DOC * k
         while True:
-            chunk_hits = self.lexical.search(query, depth, within)
+            chunk_hits = leg(depth)
             docs = self._best_per_doc(chunk_hits)
             if len(docs) >= k or len(chunk_hits) < depth:
                 return docs
