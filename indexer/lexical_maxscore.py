@@ -153,7 +153,7 @@ def _split(local: np.ndarray, order: np.ndarray, below: np.ndarray, threshold: f
 
 
 @njit(cache=True, nogil=True)
-def _add_dense(
+def _add(
     post_ids: np.ndarray,
     weights: np.ndarray,
     first: int,
@@ -161,9 +161,14 @@ def _add_dense(
     idf: float,
     low: int,
     sums: np.ndarray,
+    only_met: bool,
 ) -> None:
+    """Postings [first, stop) into the window's sums; `only_met`: to slots already met only."""
     for p in range(first, stop):
-        sums[post_ids[p] - low] += idf * weights[p]
+        slot = post_ids[p] - low
+        value = sums[slot]
+        if not only_met or value != 0.0:
+            sums[slot] = value + idf * weights[p]
 
 
 @njit(cache=True, nogil=True)
@@ -178,7 +183,7 @@ def _add_sparse(
     slots: np.ndarray,
     touched: int,
 ) -> int:
-    """Like _add_dense, also listing the slots met for the first time; returns their count."""
+    """Like _add, also listing the slots met for the first time; returns their count."""
     for p in range(first, stop):
         slot = post_ids[p] - low
         if sums[slot] == 0.0:
@@ -186,23 +191,6 @@ def _add_sparse(
             touched += 1
         sums[slot] += idf * weights[p]
     return touched
-
-
-@njit(cache=True, nogil=True)
-def _add_to_touched(
-    post_ids: np.ndarray,
-    weights: np.ndarray,
-    first: int,
-    stop: int,
-    idf: float,
-    low: int,
-    sums: np.ndarray,
-) -> None:
-    for p in range(first, stop):
-        slot = post_ids[p] - low
-        value = sums[slot]
-        if value != 0.0:
-            sums[slot] = value + idf * weights[p]
 
 
 @njit(cache=True, nogil=True)
@@ -280,7 +268,7 @@ def maxscore(
             for i in range(essential, n):
                 t = order[i]
                 if dense:
-                    _add_dense(post_ids, weights, pos[t], stop[t], idfs[t], low, sums)
+                    _add(post_ids, weights, pos[t], stop[t], idfs[t], low, sums, False)
                 else:
                     touched = _add_sparse(
                         post_ids, weights, pos[t], stop[t], idfs[t], low, sums, slots, touched
@@ -312,9 +300,9 @@ def maxscore(
                 q = advance(post_ids, pos[t], end[t], high)
                 if q - pos[t] <= GATHER * viable:
                     if dense:
-                        _add_dense(post_ids, weights, pos[t], q, idfs[t], low, sums)
+                        _add(post_ids, weights, pos[t], q, idfs[t], low, sums, False)
                     else:
-                        _add_to_touched(post_ids, weights, pos[t], q, idfs[t], low, sums)
+                        _add(post_ids, weights, pos[t], q, idfs[t], low, sums, True)
                     scored += q - pos[t]
                     pos[t] = q
                     current[t] = post_ids[q] if q < end[t] else _END

@@ -58,6 +58,28 @@ def _check(index: MetadataIndex, docs: dict[int, dict[str, Any]]) -> None:
         assert index.evaluate(node) == expected, where
 
 
+def _churn(
+    index: MetadataIndex,
+    docs: dict[int, dict[str, Any]],
+    rng: random.Random,
+    steps: int,
+    slots: int,
+    check_every: float = 0.0,
+) -> None:
+    """Random updates (same slot, new metadata), deletes and slot reuse, mirrored in `docs`;
+    checked against brute force at random points when `check_every` > 0."""
+    for _ in range(steps):
+        slot = rng.randrange(slots)
+        if slot in docs and rng.random() < 0.4:
+            index.remove(slot)
+            del docs[slot]
+        else:
+            docs[slot] = _metadata(rng)
+            index.add(slot, docs[slot])
+        if rng.random() < check_every:
+            _check(index, docs)  # reads fold the deltas in; later changes start new ones
+
+
 def test_index_equals_brute_force_through_updates_and_deletes() -> None:
     rng = random.Random(7)
     index = MetadataIndex()
@@ -66,14 +88,7 @@ def test_index_equals_brute_force_through_updates_and_deletes() -> None:
         docs[slot] = _metadata(rng)
         index.add(slot, docs[slot])
     _check(index, docs)
-    for _ in range(400):  # updates (same slot, new metadata), deletes, slot reuse
-        slot = rng.randrange(350)
-        if slot in docs and rng.random() < 0.4:
-            index.remove(slot)
-            del docs[slot]
-        else:
-            docs[slot] = _metadata(rng)
-            index.add(slot, docs[slot])
+    _churn(index, docs, rng, 400, 350)
     _check(index, docs)
     assert len(index) == len(docs)
     for slot in list(docs):
@@ -115,16 +130,7 @@ def test_bulk_build_then_updates_equals_brute_force() -> None:
     index.add_bulk(400, [(slot, meta) for slot, meta in docs.items() if meta])
     assert len(index) == 400
     _check(index, docs)
-    for _ in range(500):
-        slot = rng.randrange(450)
-        if slot in docs and rng.random() < 0.4:
-            index.remove(slot)
-            del docs[slot]
-        else:
-            docs[slot] = _metadata(rng)
-            index.add(slot, docs[slot])
-        if rng.random() < 0.05:
-            _check(index, docs)  # reads fold the deltas in; later changes start new ones
+    _churn(index, docs, rng, 500, 450, check_every=0.05)
     _check(index, docs)
     assert len(index) == len(docs)
 
