@@ -5,7 +5,7 @@ array (a cache miss per posting at 1M chunks). Segments store each posting's len
 weight at the avgdl they were built with (indexer/lexical_segment.py); a posting then costs a
 contiguous read times the term's idf. At today's avgdl the exact score of a chunk of a segment
 is its weights' score times a factor in [lo, hi] (`Bounds`, 1 when the avgdl has not moved), so
-the search keeps an interval per candidate and rescores the survivors exactly at the end.
+the kernel prunes on thresholds widened by that band and its few survivors are scored exactly.
 
 A chunk's postings all live in one segment (or the buffer), so each segment is evaluated on its
 own, biggest first, against candidates shared by all (`TopK`; theta, the k-th best exact score
@@ -137,9 +137,6 @@ class Bounds:
     def of(cls, avgdl_ref: float, avgdl: float) -> Bounds:
         r = avgdl_ref / avgdl
         return cls(1.0 / (max(1.0, r) * _MARGIN), _MARGIN / min(1.0, r))
-
-
-EXACT = Bounds(1.0, 1.0)
 
 
 def score_chunks(
