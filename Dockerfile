@@ -32,7 +32,7 @@ COPY query_api ./query_api
 RUN pip install . \
     && python -c "import indexer.model as m; print('bundled model at', m.bundled_model_path())"
 # The BM25 kernel's numba cache is written here: site-packages is read-only at run time.
-RUN python -c "from indexer.lexical_maxscore import precompile; precompile()"
+RUN python -c "from indexer.lexical import precompile_kernels; precompile_kernels()"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --create-home --home-dir /home/semsearch semsearch \

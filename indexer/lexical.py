@@ -527,6 +527,26 @@ class LexicalIndex:
         return scratch
 
 
+def precompile_kernels() -> None:
+    """Every compiled kernel variant a process can meet (ids int32/int64, arrays built or
+    read-only memory maps), for images whose package directory is read-only at run time: the
+    Dockerfile runs this at build time, where numba's cache next to the modules can be written."""
+    length = np.zeros(1, np.float32)
+    for ids_dtype in (np.int32, np.int64):
+        for writeable in (True, False):
+            arrays = [
+                np.zeros(1, ids_dtype),
+                np.zeros(1, np.float32),
+                np.zeros(1, np.float32),
+                np.zeros(1, TF),
+            ]
+            for made in arrays:
+                made.flags.writeable = writeable
+            post_ids, weights, block_max, post_tfs = arrays
+            warm_up(post_ids, weights, block_max)
+            warm_up_exact(post_ids, post_tfs, length)
+
+
 def _term_runs(
     found: list[tuple[int, str, int, list[tuple[Segment, int, bool]], tuple | None]],
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:

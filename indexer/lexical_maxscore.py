@@ -413,14 +413,3 @@ def warm_up(post_ids: np.ndarray, weights: np.ndarray, block_max: np.ndarray) ->
         BLOCK,
         1,
     )
-
-
-def precompile() -> None:
-    """Every variant a process can meet, for images whose package directory is read-only at
-    run time (the Dockerfile runs this at build time, where the cache can be written)."""
-    for ids_dtype in (np.int32, np.int64):
-        for writeable in (True, False):
-            arrays = [np.zeros(1, ids_dtype), np.zeros(1, np.float32), np.zeros(1, np.float32)]
-            for array in arrays:
-                array.flags.writeable = writeable
-            warm_up(*arrays)
