@@ -98,12 +98,13 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def io_written() -> int:
-    """Bytes this process passed to write(2)/pwrite(2) so far (Linux /proc/self/io wchar): what a
-    file updated in place (documents.sqlite, its WAL) really cost, where counting changed files
-    counts the whole file as soon as one page of it changed. 0 where /proc is not available."""
+def io_written(*, thread: bool = False) -> int:
+    """Bytes this process (`thread`: the calling thread) passed to write(2)/pwrite(2) so far
+    (Linux /proc/self/io wchar): what a file updated in place (documents.sqlite, its WAL) really
+    cost, where counting changed files counts the whole file as soon as one page of it changed.
+    0 where /proc is not available."""
     try:
-        for line in Path("/proc/self/io").read_text().splitlines():
+        for line in Path("/proc/thread-self/io" if thread else "/proc/self/io").read_text().splitlines():
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     except OSError:

@@ -270,6 +270,8 @@ class IndexWorker:
             self.metrics.dead_lettered(len(refused))
             self.metrics.applied(report.apply)
             self._unsnapshotted_events += len(records)
+        else:
+            self.index.maintain()  # installs a background seal or merge that finished meanwhile
         self.metrics.lag(self.source.lag())
         report.snapshot = self.maybe_snapshot()
         return report
@@ -477,6 +479,7 @@ class IndexWorker:
                 log.info("index %s: final snapshot generation %d", self.index.index_id, manifest.generation)
         finally:
             try:
+                self.index.stop_maintenance()
                 self.source.close()
                 self.dead_letters.close()
             finally:

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "at d=384), or `pq` 48-byte codes in RAM with exact re-ranking from full vectors on disk "
         "(indexer/vector_codec.py); switching re-encodes segments at their next merge/retrain.",
     )
+    background_maintenance: bool = Field(
+        True,
+        description="Seal, merge and retrain vector segments in a worker thread beside ingest "
+        "(indexer/vector_maintenance.py), so a generation writes only what changed; false: in "
+        "the writer's thread, before `apply` returns.",
+    )
     kafka_bootstrap: str | None = Field(
         None,
         validation_alias="KAFKA_BOOTSTRAP_SERVERS",

@@ -107,5 +107,6 @@ def _build(
         detail = f"; {report.unreadable.summary()}" if len(report.unreadable) else ""
         rejected = f"; rejected: {report.rejected[:3]}" if report.rejected else ""
         raise SemsearchError(f"{corpus} produced no indexable documents{detail}{rejected}")
+    index.settle()  # a built index is searched as it is written: every seal and merge done
     report.manifest = SnapshotStore(root, keep=settings.keep_generations).write(index)
     return report

@@ -29,6 +29,8 @@ class IndexSettings(Protocol):
     def vector_codec(self) -> str: ...
     @property
     def keep_generations(self) -> int: ...
+    @property
+    def background_maintenance(self) -> bool: ...
 
 
 class DataRoot(Protocol):
@@ -49,6 +51,7 @@ class IndexConfig:
     seal_chunks: int = 8192
     vector_codec: str = "flat"
     keep_generations: int = 3
+    background_maintenance: bool = False
 
     @classmethod
     def of(cls, settings: IndexSettings) -> IndexConfig:
@@ -62,6 +65,7 @@ class IndexConfig:
             seal_chunks=settings.seal_chunks,
             vector_codec=settings.vector_codec,
             keep_generations=settings.keep_generations,
+            background_maintenance=settings.background_maintenance,
         )
 
     def with_chunking(self, chunk_tokens: int, chunk_overlap: int) -> IndexConfig:

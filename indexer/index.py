@@ -34,6 +34,7 @@ from indexer.fusion import MODES, FusionWeights, promote, reciprocal_rank_fusion
 from indexer.lexical import LexicalIndex
 from indexer.model import EmbeddingModel
 from indexer.vector_index import VectorIndex
+from indexer.vector_maintenance import BackgroundMaintenance
 
 SNIPPET_CHARS = 300
 # Characters of a chunk normalized for its snippet when that suffices (snippet_of).
@@ -153,6 +154,8 @@ class Index:
             seal_chunks=settings.seal_chunks,
             codec=settings.vector_codec,
         )
+        if settings.background_maintenance:
+            self.vectors.background = BackgroundMaintenance(self.vectors)
         self.lexical = LexicalIndex()
         self.next_chunk_id = 0
         self.canaries = canaries if canaries is not None else probe(model)
@@ -289,10 +292,14 @@ class Index:
                     np.arange(first_chunk_id, self.next_chunk_id, dtype=np.int64),
                     np.vstack(inserted),
                 )
-        # Sealing, merging and retraining are computed outside the write lock (readers keep
-        # searching) and swapped in under it; apply runs in the index's only writer thread.
-        self.vectors.maintain(self.lock.writing)
+        self.maintain()
         return report
+
+    def maintain(self) -> None:
+        """Seal, merge and retrain vector segments as due, in the index's only writer thread
+        (`apply` calls it; an idle writer too, to install finished background jobs). Computed
+        outside the write lock (readers keep searching) and swapped in under it."""
+        self.vectors.maintain(self.lock.writing)
 
     def _embed(
         self, chunks: list[Chunk], report: ApplyReport
@@ -353,6 +360,18 @@ class Index:
         self._remove_chunks(record)
         self.documents.remove(doc_id, version, previous=record)
         return record is not None
+
+    def settle(self) -> None:
+        """Wait for background vector maintenance until nothing is due (a build's end, benches):
+        the index then holds the segments a synchronous writer would have."""
+        if self.vectors.background is not None:
+            self.vectors.background.settle(self.lock.writing)
+
+    def stop_maintenance(self) -> None:
+        """Stop the maintenance worker after its running job, before the writer gives up the
+        index directory; a result not installed is dropped (its rows are still in the index)."""
+        if self.vectors.background is not None:
+            self.vectors.background.close()
 
     def compact(self) -> None:
         with self.lock.writing():

@@ -43,8 +43,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -52,6 +53,9 @@ import numpy as np
 from indexer.merge_policy import DEAD_FRACTION, SegmentStats, plan_merges
 from indexer.segments import LiveSegment, SealedSegment
 from indexer.vector_codec import make_codec
+
+if TYPE_CHECKING:
+    from indexer.vector_maintenance import BackgroundMaintenance
 
 MIN_POINTS_PER_LIST = 39
 SMALL_INDEX = 65_536
@@ -81,6 +85,16 @@ MAX_MERGE_ROUNDS = 8
 EXACT_FILTER_IDS = 2048
 
 Swap = Callable[[], AbstractContextManager[object]]
+
+
+@dataclass
+class Retrain:
+    """A retrained quantizer and the sealed segments re-assigned to it, not yet installed."""
+
+    sources: list[SealedSegment]
+    trained: tuple[faiss.IndexFlatIP, int, str]
+    merged: SealedSegment
+    count: int
 
 
 def nlist_for(points: int) -> int:
@@ -151,6 +165,8 @@ class VectorIndex:
         self._slot_of: dict[str, int] = {}
         self._next_slot = 0
         self._dead: Counter[str] | None = Counter()  # tombstones per segment; None: recount
+        # Seals and merges computed in a worker thread (None: in `maintain`'s caller).
+        self.background: BackgroundMaintenance | None = None
 
     # -- tombstones -----------------------------------------------------------------------
     @property
@@ -220,14 +236,7 @@ class VectorIndex:
     def remove(self, ids: set[int]) -> None:
         self.live.remove(ids)
         asked = np.fromiter(ids, dtype=np.int64, count=len(ids))
-        sealed = asked[self._owners(asked) >= 0]
-        dead = set(sealed.tolist()) - self._tombstones
-        if dead:
-            fresh = np.fromiter(dead, dtype=np.int64, count=len(dead))
-            self._tombstones |= dead
-            self._mark_dead(fresh, True)  # an existing selector reads the bitmap in place
-            if self._dead is not None:
-                self._count_dead(fresh)
+        self._tombstone(asked[self._owners(asked) >= 0])
 
     def maybe_seal(self) -> SealedSegment | None:
         """Seal a full live segment, then merge/retrain as due, all in the caller's thread."""
@@ -238,27 +247,94 @@ class VectorIndex:
         """Seal, retrain and merge as due; returns the segments sealed from the live segment.
 
         Must run in the only thread that mutates this index. The new segments are computed
-        without `swap` (the writer's write lock) and installed under it.
+        without `swap` (the writer's write lock) and installed under it. With `background`
+        set (indexer/vector_maintenance.py) they are computed in its worker thread and
+        installed by a later call, so the writer never waits for a seal or a merge.
         """
+        if self.background is not None:
+            return self.background.step(swap)
+        return self.maintain_now(swap)
+
+    def maintain_now(self, swap: Swap = contextlib.nullcontext) -> list[SealedSegment]:
+        """`maintain` in the caller's thread: everything due, before returning."""
+        if self.background is not None:
+            self.background.finish(swap)
         sealed: list[SealedSegment] = []
         if len(self.live) >= self.seal_chunks:
-            ids, vectors = self.live.ids.copy(), self.live.vectors.copy()
+            ids, vectors = self.seal_rows()
             quantizer = None
             if self.quantizer is None:
                 quantizer = self._train(vectors, len(vectors))
             segment = self._build(ids, vectors, quantizer)
             with swap():
-                self.live = LiveSegment(self.dimension)  # first: _adopt indexes the live rows
                 if quantizer is not None:
+                    self.live = LiveSegment(self.dimension)  # first: _adopt indexes the live rows
                     self._adopt(quantizer, len(vectors))
-                self._attach(segment)
+                    self._attach(segment)
+                else:
+                    self.install_seal(segment)
             sealed.append(segment)
             if quantizer is None and self._retrain_due():
-                self._retrain(swap)
+                self.install_retrain(self.compute_retrain(), swap)
         for _ in range(MAX_MERGE_ROUNDS):
-            if not self._merge_round(swap):
+            groups = self.plan_merges()
+            if not groups:
                 break
+            for sources in groups:
+                self.install_merge(sources, self.compute_merge(sources, self._dead_array()), swap)
         return sealed
+
+    def seal_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the live rows a seal turns into a segment (the writer may go on changing
+        the live segment while a worker builds it)."""
+        return self.live.ids.copy(), self.live.vectors.copy()
+
+    def build_seal(self, ids: np.ndarray, vectors: np.ndarray) -> SealedSegment:
+        """The sealed segment of `seal_rows` under the current quantizer (any thread)."""
+        return self._build(ids, vectors)
+
+    def install_seal(self, segment: SealedSegment) -> None:
+        """Under the write lock: `segment` replaces its rows in the live segment. Rows deleted
+        while it was built are tombstoned in it; rows added meanwhile stay live."""
+        self._attach(segment)
+        ids = segment.ids
+        present = [i for i in ids.tolist() if self._live.contains(i)]
+        if len(present) == len(self._live):
+            self.live = LiveSegment(self.dimension)  # all sealed: a fresh one, assigned empty
+        else:
+            self._live.remove(set(present))
+        if len(present) != len(ids):
+            gone = np.setdiff1d(ids, np.asarray(present, dtype=np.int64), assume_unique=True)
+            self._tombstone(gone)
+
+    def _tombstone(self, ids: np.ndarray) -> None:
+        fresh = set(ids.tolist()) - self._tombstones
+        if fresh:
+            dead = np.fromiter(fresh, dtype=np.int64, count=len(fresh))
+            self._tombstones |= fresh
+            self._mark_dead(dead, True)  # an existing selector reads the bitmap in place
+            if self._dead is not None:
+                self._count_dead(dead)
+
+    def plan_merges(self) -> list[list[SealedSegment]]:
+        """Groups of sealed segments the merge policy wants rewritten as one, now."""
+        by_name = {s.name: s for s in self.sealed}
+        return [[by_name[n] for n in names] for names in plan_merges(self._stats(), self.seal_chunks)]
+
+    def compute_merge(self, sources: list[SealedSegment], dead: np.ndarray) -> SealedSegment:
+        """The alive vectors of `sources` as one segment (any thread: sources are immutable)."""
+        return self._merge(sources, dead)
+
+    def install_merge(
+        self, sources: list[SealedSegment], merged: SealedSegment, swap: Swap = contextlib.nullcontext
+    ) -> None:
+        """Swap `merged` in for `sources`; ids deleted since `dead` was taken keep their
+        tombstones (`_replace` attaches first)."""
+        with swap():
+            self._replace(sources, [merged] if len(merged) else [])
+
+    def retrain_due(self) -> bool:
+        return self.quantizer is not None and bool(self.sealed) and self._retrain_due()
 
     # -- quantizer ------------------------------------------------------------------------
     def train(self, sample: np.ndarray) -> None:
@@ -342,8 +418,9 @@ class VectorIndex:
             return True
         return count >= IMBALANCE_GROWTH * self.trained_on and self.imbalance() > IMBALANCE_LIMIT
 
-    def _retrain(self, swap: Swap) -> None:
-        """Train on a sample of the alive sealed vectors; re-assign them all into one segment."""
+    def compute_retrain(self) -> Retrain:
+        """A new quantizer trained on a sample of the alive sealed vectors, and every sealed
+        segment re-assigned to it as one segment (any thread: reads only sealed segments)."""
         sources = list(self.sealed)
         dead = self._dead_array()
         count = sum(len(s) for s in sources) - len(self._tombstones)
@@ -361,31 +438,25 @@ class VectorIndex:
         quantizer, nlist, _ = trained
         # Re-encoded from full vectors (PQ: from disk), one segment at a time.
         merged = self.codec.reassign(_new_segment_name(), quantizer, nlist, sources, dead)
+        return Retrain(sources, trained, merged, count)
+
+    def install_retrain(self, retrain: Retrain, swap: Swap = contextlib.nullcontext) -> None:
+        """Switch to the retrained quantizer (the writer's thread: it assigns the live rows)."""
+        quantizer, nlist, _ = retrain.trained
         live_lists = self._live.lists_for(quantizer, nlist)  # the writer alone changes the live
         with swap():
-            self._adopt(trained, count, live_lists)
-            self._replace(sources, [merged])
+            self._adopt(retrain.trained, retrain.count, live_lists)
+            self._replace(retrain.sources, [retrain.merged])
 
     # -- merging --------------------------------------------------------------------------
     def _stats(self) -> list[SegmentStats]:
         dead = self._dead_counts()
         return [SegmentStats(s.name, len(s), dead.get(s.name, 0)) for s in self.sealed]
 
-    def _merge_round(self, swap: Swap) -> bool:
-        groups = plan_merges(self._stats(), self.seal_chunks)
-        if not groups:
-            return False
-        by_name = {s.name: s for s in self.sealed}
-        dead = self._dead_array()
-        for names in groups:
-            sources = [by_name[n] for n in names]
-            merged = self._merge(sources, dead)
-            with swap():
-                self._replace(sources, [merged] if len(merged) else [])
-        return True
-
     def compact(self) -> list[SealedSegment]:
         """Rewrite sealed segments whose dead fraction is high; returns the new segments."""
+        if self.background is not None:
+            self.background.finish()
         rewritten: list[SealedSegment] = []
         if not self._tombstones:
             return rewritten

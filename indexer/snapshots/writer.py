@@ -33,6 +33,7 @@ from indexer.index import Index
 from indexer.lexical import Checkpoint
 from indexer.lexical_store import LexicalStore
 from indexer.live_store import LivePlan
+from indexer.segments import SealedSegment
 from indexer.snapshots import checksums
 from indexer.snapshots.checksums import Record
 from indexer.snapshots.document_connection import DocumentConnection
@@ -85,6 +86,8 @@ class GenerationWriter:
             tmp = temporary_gen_dir(self.root, generation)
             tmp.mkdir()
             self._live_plan = None
+            if index.vectors.background is not None:
+                index.vectors.background.sink = self.prewrite_segment
             manifest = self._write_into(tmp, generation, index, offsets, extra, newest_event_ms)
             try:
                 os.rename(tmp, gen_dir(self.root, generation))
@@ -233,6 +236,20 @@ class GenerationWriter:
             return dict(self.generations.latest_manifest().files)
         except (SnapshotError, IndexNotFoundError):
             return {}
+
+    def prewrite_segment(self, segment: SealedSegment) -> None:
+        """A segment a background job just built, written with its checksum sidecar before any
+        generation lists it (the worker's thread: indexer/vector_maintenance.py), so the
+        generation that first names it writes only what changed. Unreferenced, it is removed by
+        GC like any stale file; the generation that lists it rewrites it if it is gone."""
+        segments_dir(self.root).mkdir(parents=True, exist_ok=True)
+        rel = segment_file(segment.name)
+        self._write_once(self.root / rel, segment.save)
+        written = [rel]
+        if isinstance(segment, PQSegment):
+            written.append(self._write_full_vectors(segment, full_vectors_file(rel)))
+        for name in written:
+            checksums.write_sidecar(self.root, name)
 
     def _write_full_vectors(self, segment: PQSegment, rel: str) -> str:
         """A PQ segment's full vectors, written once like its segment; from then on they are

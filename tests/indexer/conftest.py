@@ -41,7 +41,10 @@ SMALL_DOCS = [
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", seal_chunks=64)
+    # Seals and merges in the writer's thread, so a test sees them when `apply` returns; the
+    # worker-thread path has its own tests (test_vector_background.py) and runs in every
+    # streaming test (the default).
+    return Settings(data_dir=tmp_path / "data", seal_chunks=64, background_maintenance=False)
 
 
 @pytest.fixture
