@@ -351,9 +351,11 @@ def ingest(
         before = file_state(store.root)
         if profiler:
             profiler.enable()
+        thread_before = io_written(thread=True)
         t0 = time.perf_counter()
         manifest = store.write(index)
         seconds = time.perf_counter() - t0
+        thread_bytes = io_written(thread=True) - thread_before
         if profiler:
             profiler.disable()
         write_s += seconds
@@ -365,6 +367,7 @@ def ingest(
                 "chunks": chunks,
                 "seconds": seconds,
                 "bytes_written": bytes_written(before, file_state(store.root)),
+                "write_bytes": thread_bytes,  # write(2) of the writer's thread
             }
         )
 
@@ -429,6 +432,9 @@ def ingest(
         "background_cpu_s": background_cpu_s,
         "background_bytes_written": background.bytes_written if background is not None else 0,
         "ingest_chunks_per_s_serial": chunks / (apply_s + write_s + settle_s + background_cpu_s),
+        # The costliest ingest generation (each wrote ~`--snapshot-every` documents' change).
+        "max_generation_s": max(g["seconds"] for g in snapshots),
+        "max_generation_write_bytes": max(g["write_bytes"] for g in snapshots),
     }
 
 
