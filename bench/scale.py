@@ -117,6 +117,21 @@ def bytes_written(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[i
     return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
 
 
+def new_files_by_directory(
+    root: Path, before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]]
+) -> dict[str, int]:
+    """Sizes of the files a generation created (not those updated in place), by the directory
+    under the index root they are in: which part of the layout one generation wrote."""
+    sizes: dict[str, int] = {}
+    for path, (size, _) in after.items():
+        if path not in before:
+            rel = path.relative_to(root)
+            top = rel.parts[0] if len(rel.parts) > 1 else "."
+            top = "gen-N" if top.startswith("gen-") else top
+            sizes[top] = sizes.get(top, 0) + size
+    return dict(sorted(sizes.items()))
+
+
 # -- synthetic corpus -------------------------------------------------------------------------
 class Synthesizer:
     """Vectors from the sample's Gaussian, texts from SciFact's unigram distribution."""
@@ -479,6 +494,7 @@ def change(
         "snapshot_after_change_io_bytes": io_bytes,
         "background_job_during_change": bool(index.vectors.background and index.vectors.background.busy),
         "snapshot_after_change_file_bytes": bytes_written(before, after),
+        "snapshot_after_change_new_files": new_files_by_directory(store.root, before, after),
         "index_dir_bytes": sum(size for size, _ in after.values()),
     }
 
@@ -690,6 +706,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         changed = change(index, store, synth, bank, cache, ingested["documents"])
+        # Background seals, merges and lexical merges the change started finish before the
+        # fresh process loads (they would share its cores) and before the queries.
+        t0 = time.perf_counter()
+        index.settle()
+        store.settle()
+        changed["settle_after_change_s"] = time.perf_counter() - t0
         print(
             f"change: {changed['changed_documents']} docs -> generation {changed['generation']} in "
             f"{changed['snapshot_after_change_s']:.2f}s, {changed['snapshot_after_change_bytes'] / 1e6:.1f} MB written",

@@ -480,6 +480,7 @@ class IndexWorker:
         finally:
             try:
                 self.index.stop_maintenance()
+                self.store.stop_background()
                 self.source.close()
                 self.dead_letters.close()
             finally:

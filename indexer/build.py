@@ -108,5 +108,8 @@ def _build(
         rejected = f"; rejected: {report.rejected[:3]}" if report.rejected else ""
         raise SemsearchError(f"{corpus} produced no indexable documents{detail}{rejected}")
     index.settle()  # a built index is searched as it is written: every seal and merge done
-    report.manifest = SnapshotStore(root, keep=settings.keep_generations).write(index)
+    store = SnapshotStore(root, keep=settings.keep_generations)
+    report.manifest = store.write(index)
+    if store.settle():  # that generation's lexical merges ran in the background: list them
+        report.manifest = store.write(index)
     return report

@@ -55,6 +55,7 @@ import hashlib
 import json
 import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,7 @@ class LexicalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.directory = root / DIRECTORY
+        self.persisted: Checkpoint | None = None  # the segments the last `persist` listed
 
     def _write(self, segment: Segment) -> None:
         rel = f"{DIRECTORY}/{segment.name}.seg"
@@ -282,8 +284,12 @@ class LexicalStore:
         segment.file = rel
         segment.checkpointed = True
 
-    def persist(self, lexical: LexicalIndex, checkpoint: Checkpoint) -> dict[str, Any]:
-        """Write the checkpoint's new segments (and merges); returns the manifest section.
+    def persist(
+        self, lexical: LexicalIndex, checkpoint: Checkpoint, *, merge: bool = True
+    ) -> dict[str, Any]:
+        """Write the checkpoint's new segments (and, with `merge`, the merges due); returns the
+        manifest section. `merge=False` leaves the merges to `merge` in a worker thread (the
+        snapshot writer's LexicalMerger), so the generation writes only the change.
 
         Safe to call outside the index lock: merges read only immutable segments and the
         checkpoint's alive flags, and `lexical.replace` swaps them in atomically.
@@ -303,14 +309,11 @@ class LexicalStore:
             # A file GC removed after a failed generation (unreferenced) is written again.
             if segment.file is None or not (self.root / segment.file).exists():
                 self._write(segment)
-        while (run := _next_merge(current, checkpoint.live_count)) is not None:
-            start, end = run
-            merged = merge_segments(current[start:end], checkpoint.alive, last=start == 0)
-            self._write(merged)
-            # ValueError: the live index was compacted meanwhile; the section is still exact.
-            with contextlib.suppress(ValueError):
-                lexical.replace(current[start:end], merged)
-            current[start:end] = [merged]
+        persisted = Checkpoint(tuple(current), checkpoint.alive, checkpoint.live_count)
+        if merge:
+            current = self.merge(lexical, persisted)
+            persisted = Checkpoint(tuple(current), checkpoint.alive, checkpoint.live_count)
+        self.persisted = persisted
         return {
             "format": SECTION_FORMAT,
             "live_chunks": checkpoint.live_count,
@@ -325,6 +328,33 @@ class LexicalStore:
                 for s in current
             ],
         }
+
+    @staticmethod
+    def merges_due(checkpoint: Checkpoint) -> bool:
+        return _next_merge(list(checkpoint.segments), checkpoint.live_count) is not None
+
+    def merge(
+        self,
+        lexical: LexicalIndex,
+        checkpoint: Checkpoint,
+        written: Callable[[str], None] | None = None,
+    ) -> list[Segment]:
+        """Run the merge policy over a persisted checkpoint: each merged segment is written
+        (then `written(rel)`) and swapped into `lexical`. Any thread: the inputs are immutable
+        and the alive flags a snapshot; chunks removed since are removed again by the next
+        delta's removal list, which comes after the merged segment. Returns the segment list."""
+        current = list(checkpoint.segments)
+        while (run := _next_merge(current, checkpoint.live_count)) is not None:
+            start, end = run
+            merged = merge_segments(current[start:end], checkpoint.alive, last=start == 0)
+            self._write(merged)
+            if written is not None and merged.file is not None:
+                written(merged.file)
+            # ValueError: the live index was compacted meanwhile; the section is still exact.
+            with contextlib.suppress(ValueError):
+                lexical.replace(current[start:end], merged)
+            current[start:end] = [merged]
+        return current
 
     @staticmethod
     def files(section: dict[str, Any] | None) -> list[str]:

@@ -134,6 +134,16 @@ class SnapshotStore:
         """
         return self._writer.write(index, offsets, extra, newest_event_ms)
 
+    def settle(self) -> bool:
+        """Wait for the lexical merges the last generation started in the background (a
+        build's end, benches, tests); True when they changed the index (the next generation
+        lists the merged segments)."""
+        return self._writer.lexical_merger.settle()
+
+    def stop_background(self) -> None:
+        """Let a running lexical merge finish and stop its worker (a writer closing)."""
+        self._writer.lexical_merger.close()
+
     def collect_garbage(self) -> None:
         """Keep the newest `keep` generations, every pinned one, and the segments they reference."""
         self._garbage.collect()

@@ -48,6 +48,7 @@ from indexer.snapshots.layout import (
     segments_dir,
     temporary_gen_dir,
 )
+from indexer.snapshots.lexical_merges import LexicalMerger
 from indexer.snapshots.manifest import Manifest, segment_files
 from indexer.vector_codec import PQSegment, full_vectors_file
 
@@ -68,6 +69,9 @@ class GenerationWriter:
         self.documents = documents
         self.garbage = garbage
         self._live_plan: LivePlan | None = None  # written, committed once the generation is
+        # Background maintenance: a published generation's lexical merges run in a worker.
+        self.lexical_merger = LexicalMerger(self.root)
+        self._lexical_persisted: Checkpoint | None = None
 
     def write(
         self,
@@ -86,6 +90,7 @@ class GenerationWriter:
             tmp = temporary_gen_dir(self.root, generation)
             tmp.mkdir()
             self._live_plan = None
+            self._lexical_persisted = None
             if index.vectors.background is not None:
                 index.vectors.background.sink = self.prewrite_segment
             manifest = self._write_into(tmp, generation, index, offsets, extra, newest_event_ms)
@@ -105,6 +110,8 @@ class GenerationWriter:
                 index.documents.committed(self.documents.store(writer=True), generation)
                 if self._live_plan is not None:
                     self._live_plan.commit()  # the next generation writes a delta from here
+            if self._lexical_persisted is not None:
+                self.lexical_merger.start(index.lexical, self._lexical_persisted)
         except BaseException as exc:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -225,9 +232,16 @@ class GenerationWriter:
         return index.documents.commit(store, generation, previous).to_json()
 
     def _write_lexical(self, index: Index, checkpoint: Checkpoint) -> dict[str, Any]:
-        """The lexical leg's delta segment (and merges) since the previous generation, written
-        outside the index lock (indexer/lexical_store.py); checksummed like sealed segments."""
-        return LexicalStore(self.root).persist(index.lexical, checkpoint)
+        """The lexical leg's delta segment since the previous generation, written outside the
+        index lock (indexer/lexical_store.py); checksummed like sealed segments. Its merges run
+        here too, or in the background after the publish when the index maintains in the
+        background (indexer/snapshots/lexical_merges.py)."""
+        store = LexicalStore(self.root)
+        if not index.config.background_maintenance:
+            return store.persist(index.lexical, checkpoint)
+        section = store.persist(index.lexical, checkpoint, merge=False)
+        self._lexical_persisted = store.persisted  # merged after the publish (lexical_merges.py)
+        return section
 
     def _previous_checksums(self) -> dict[str, Record]:
         """Checksums the newest readable manifest recorded: a sidecar lost after its segment was
