@@ -13,6 +13,7 @@ published segments; GC removes what it left).
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class LexicalMerger:
         self.root = root
         self._executor: ThreadPoolExecutor | None = None
         self._job: Future[object] | None = None
+        self.cpu_s = 0.0  # the worker thread's CPU seconds (bench/scale.py reports them)
 
     @property
     def busy(self) -> bool:
@@ -46,8 +48,15 @@ class LexicalMerger:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lexical-merges")
         store = LexicalStore(self.root)
-        self._job = self._executor.submit(store.merge, lexical, persisted, self._sidecar)
+        self._job = self._executor.submit(self._merge, store, lexical, persisted)
         return True
+
+    def _merge(self, store: LexicalStore, lexical: LexicalIndex, persisted: Checkpoint) -> object:
+        started = time.thread_time()
+        try:
+            return store.merge(lexical, persisted, self._sidecar)
+        finally:
+            self.cpu_s += time.thread_time() - started
 
     def settle(self, timeout_s: float = 600.0) -> bool:
         """Wait for the running job (benches, tests, a build's end); True if one finished

@@ -140,6 +140,11 @@ class SnapshotStore:
         lists the merged segments)."""
         return self._writer.lexical_merger.settle()
 
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds the background lexical merges took so far (benches)."""
+        return self._writer.lexical_merger.cpu_s
+
     def stop_background(self) -> None:
         """Let a running lexical merge finish and stop its worker (a writer closing)."""
         self._writer.lexical_merger.close()

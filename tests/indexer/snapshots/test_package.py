@@ -17,6 +17,7 @@ FLOORS = [
     "document_connection",
     "generations",
     "garbage",
+    "lexical_merges",
     "writer",
     "repair",
     "install",
