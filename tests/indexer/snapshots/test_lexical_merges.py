@@ -8,6 +8,8 @@ runs; no sleeps.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
 from indexer.snapshots import SnapshotStore
+from indexer.snapshots.lexical_merges import LexicalMerger
 
 WAIT_S = 60.0
 QUERIES = ("kidney dosage", "renal report 7", "creatinine 12", "cardiac output 3")
@@ -82,12 +85,31 @@ def test_a_generation_leaves_its_merges_to_the_worker_and_the_next_lists_them(
     assert _bm25(loaded) == _bm25(index)
 
 
-def test_documents_deleted_while_a_merge_runs_stay_deleted(
+@dataclass
+class Writer:
+    """An index maintained in the background, its store, and the store's lexical merger."""
+
+    index: Index
+    store: SnapshotStore
+    merger: LexicalMerger
+    load: Callable[[int | None], Index]
+
+
+@pytest.fixture
+def writer(
     model: EmbeddingModel, background: Settings, cache: EmbeddingCache, tmp_path: Path
-) -> None:
-    index = Index.create(model, background, cache)
+) -> Writer:
     store = SnapshotStore(tmp_path / "idx")
-    merger = store._writer.lexical_merger
+
+    def load(generation: int | None) -> Index:
+        return store.load(model, background, cache, generation=generation)[0]
+
+    index = Index.create(model, background, cache)
+    return Writer(index, store, store._writer.lexical_merger, load)
+
+
+def test_documents_deleted_while_a_merge_runs_stay_deleted(writer: Writer) -> None:
+    index, store, merger = writer.index, writer.store, writer.merger
     entered, go = threading.Event(), threading.Event()
     real = merger._sidecar
 
@@ -111,18 +133,14 @@ def test_documents_deleted_while_a_merge_runs_stay_deleted(
     hits = {doc for query in expected for doc, _ in query}
     assert "d25" not in hits and "d45" not in hits
     for manifest in (during, after):
-        loaded, _ = store.load(model, background, cache, generation=manifest.generation)
+        loaded = writer.load(manifest.generation)
         assert _bm25(loaded) == expected
         assert loaded.count().documents == 58
         assert loaded.get("d25") is None and loaded.get("d42").version == 2  # type: ignore[union-attr]
 
 
-def test_a_failed_merge_changes_nothing_and_a_later_generation_retries(
-    model: EmbeddingModel, background: Settings, cache: EmbeddingCache, tmp_path: Path
-) -> None:
-    index = Index.create(model, background, cache)
-    store = SnapshotStore(tmp_path / "idx")
-    merger = store._writer.lexical_merger
+def test_a_failed_merge_changes_nothing_and_a_later_generation_retries(writer: Writer) -> None:
+    index, store, merger = writer.index, writer.store, writer.merger
     real = merger._sidecar
     failures = {"left": 1}
 
@@ -140,5 +158,5 @@ def test_a_failed_merge_changes_nothing_and_a_later_generation_retries(
     assert store.settle()
     final = store.write(index)
     assert final.lexical is not None and len(_names(final.lexical)) == 1
-    loaded, _ = store.load(model, background, cache)
+    loaded = writer.load(None)
     assert _bm25(loaded) == before == _bm25(index)
