@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingest": ingested,
             "change": changed,
             "reload": reload,
-            "counts": counts_now.__dict__,
+            "counts": {**counts_now.__dict__, "lexical_segments": len(index.lexical.segments)},
             "queries": project,
             "exact_flat": exact,
             "raw_faiss_ivf": raw,

@@ -1,7 +1,7 @@
 """The lexical leg's merges, run in a worker thread after the generation that made them due.
 
 Why: the merge policy (indexer/lexical_store.py) rewrites O(log N) deltas now and then and the
-whole base once the deltas hold 30 % of it: ~1 GB at 1M chunks. Run inside the generation, that
+whole base once the deltas hold 25 % of it: ~1 GB at 1M chunks. Run inside the generation, that
 generation took seconds and wrote the merge, not the change. Here a generation writes only its
 delta; once it is published, a worker merges the segments it listed (immutable files, the alive
 flags of its checkpoint), writes each merged file with its checksum sidecar and swaps it into the

@@ -56,7 +56,7 @@ def background(settings: Settings) -> Settings:
 
 
 def _two_generations(index: Index, store: SnapshotStore) -> None:
-    """A base of 40 documents, then a delta of 20: deltas holding more than 30 % of the base
+    """A base of 40 documents, then a delta of 20: deltas holding more than 25 % of the base
     make the policy merge everything into a new base."""
     for start, stop in ((0, 40), (40, 60)):
         index.apply(_docs(start, stop))
