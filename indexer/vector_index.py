@@ -122,6 +122,10 @@ def train_points_per_list(nlist: int) -> int:
     return max(MIN_POINTS_PER_LIST, min(TRAIN_POINTS_PER_LIST, capped))
 
 
+def _ids_of(segments: list[SealedSegment]) -> np.ndarray:
+    return np.concatenate([s.ids for s in segments]) if segments else np.zeros(0, dtype=np.int64)
+
+
 def _new_quantizer_name() -> str:
     return f"quantizer-{uuid.uuid4().hex[:12]}"
 
@@ -275,7 +279,7 @@ class VectorIndex:
                     self.install_seal(segment)
             sealed.append(segment)
             if quantizer is None and self._retrain_due():
-                self.install_retrain(self.compute_retrain(), swap)
+                self.install_retrain(self.compute_retrain(*self.plan_retrain()), swap)
         for _ in range(MAX_MERGE_ROUNDS):
             groups = self.plan_merges()
             if not groups:
@@ -418,12 +422,15 @@ class VectorIndex:
             return True
         return count >= IMBALANCE_GROWTH * self.trained_on and self.imbalance() > IMBALANCE_LIMIT
 
-    def compute_retrain(self) -> Retrain:
-        """A new quantizer trained on a sample of the alive sealed vectors, and every sealed
-        segment re-assigned to it as one segment (any thread: reads only sealed segments)."""
-        sources = list(self.sealed)
-        dead = self._dead_array()
-        count = sum(len(s) for s in sources) - len(self._tombstones)
+    def plan_retrain(self) -> tuple[list[SealedSegment], np.ndarray]:
+        """What a retrain reads, taken in the writer's thread: the sealed segments and the
+        tombstones as of now (the writer goes on deleting while a worker retrains)."""
+        return list(self.sealed), self._dead_array()
+
+    def compute_retrain(self, sources: list[SealedSegment], dead: np.ndarray) -> Retrain:
+        """A new quantizer trained on a sample of the alive vectors of `sources`, and all of
+        them re-assigned to it as one segment (any thread: reads only its arguments)."""
+        count = sum(len(s) for s in sources) - int(np.count_nonzero(np.isin(_ids_of(sources), dead)))
         nlist = planned_nlist(count)
         rng = np.random.default_rng(len(sources) * 7919 + count)
         want = min(count, train_points_per_list(nlist) * nlist)

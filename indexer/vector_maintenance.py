@@ -133,7 +133,8 @@ class BackgroundMaintenance:
             ids, vectors = index.seal_rows()
             self._submit(lambda: _Seal(self._sunk(index.build_seal(ids, vectors))))
         elif index.retrain_due():
-            self._submit(lambda: _Retrained(self._sunk_retrain(index.compute_retrain())))
+            sources, dead = index.plan_retrain()
+            self._submit(lambda: _Retrained(self._sunk_retrain(index.compute_retrain(sources, dead))))
         else:
             groups = index.plan_merges()
             if groups:
