@@ -110,14 +110,14 @@ class GenerationWriter:
                 index.documents.committed(self.documents.store(writer=True), generation)
                 if self._live_plan is not None:
                     self._live_plan.commit()  # the next generation writes a delta from here
-            if self._lexical_persisted is not None:
-                self.lexical_merger.start(index.lexical, self._lexical_persisted)
         except BaseException as exc:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, OSError) and not isinstance(exc, SnapshotError):
                 raise self._write_error(exc, generation) from exc
             raise
+        if self._lexical_persisted is not None:  # published: its merges may start
+            self.lexical_merger.start(index.lexical, self._lexical_persisted)
         try:
             self.garbage.collect()
         except OSError as exc:  # the generation is published; GC retries next time
