@@ -98,13 +98,33 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def rss_by_mapping() -> dict[str, int]:
+    """Resident bytes by mapping (/proc/self/smaps): "anonymous" (heap, numpy, faiss, stacks)
+    and each mapped file by path. Separates what an index holds (anonymous memory, its own
+    mapped files) from the pages of the model weights and shared libraries that the load's
+    model canary and the numba kernels touch: fixed costs of the process, not per chunk."""
+    totals: dict[str, int] = {}
+    name = "anonymous"
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            head = line.split(maxsplit=6)
+            if len(head) >= 5 and "-" in head[0] and ":" in head[3]:  # a mapping's header line
+                path = head[5].strip() if len(head) > 5 else ""
+                name = path if path.startswith("/") else "anonymous"
+            elif head and head[0] == "Rss:":
+                totals[name] = totals.get(name, 0) + int(head[1]) * 1024
+    return totals
+
+
 def io_written(*, thread: bool = False) -> int:
     """Bytes this process (`thread`: the calling thread) passed to write(2)/pwrite(2) so far
     (Linux /proc/self/io wchar): what a file updated in place (documents.sqlite, its WAL) really
     cost, where counting changed files counts the whole file as soon as one page of it changed.
     0 where /proc is not available."""
     try:
-        for line in Path("/proc/thread-self/io" if thread else "/proc/self/io").read_text().splitlines():
+        for line in (
+            Path("/proc/thread-self/io" if thread else "/proc/self/io").read_text().splitlines()
+        ):
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     except OSError:
