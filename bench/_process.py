@@ -4,6 +4,7 @@ and a deadline, watched from outside (their log, their snapshots) and measured t
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -130,6 +131,19 @@ def io_written(*, thread: bool = False) -> int:
     except OSError:
         pass
     return 0
+
+
+def disk_waits() -> dict[str, int]:
+    """Major page faults and bytes read from the block device by this process so far: a query
+    whose wall time exceeds its CPU time waited on one of these, or was preempted."""
+    read = 0
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                read = int(line.split()[1])
+    except OSError:
+        pass
+    return {"major_faults": resource.getrusage(resource.RUSAGE_SELF).ru_majflt, "disk_read_bytes": read}
 
 
 def process_cpu_seconds(pid: int) -> float:

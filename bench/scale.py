@@ -60,7 +60,7 @@ import faiss
 import numpy as np
 
 from bench._data import DEFAULT_DATA, REPO, RESULTS, load_documents, word_counts
-from bench._process import io_written, rss_by_mapping, rss_bytes
+from bench._process import disk_waits, io_written, rss_by_mapping, rss_bytes
 from bench._stats import summary, timed, timed_with_cpu
 from bench.reporting import command, machine, print_table, write_json
 from contracts.documents import Document
@@ -608,15 +608,21 @@ def queries_phase(
             return index.vectors.search(qvec, TOP_K)
 
     found = [[chunk_id for chunk_id, _ in leg(q)] for q in qvecs]
-    runs = {
-        "vector": timed_with_cpu(lambda it: internal(it[0], it[1], "vector"), items),
-        "vector_leg": timed_with_cpu(leg, list(qvecs)),
-        "bm25": timed_with_cpu(lambda t: index.search(t, k=TOP_K, mode="bm25"), texts),
-        "hybrid": timed_with_cpu(lambda it: internal(it[0], it[1], "hybrid"), items),
+    calls: dict[str, tuple[Callable[[Any], object], list[Any]]] = {
+        "vector": (lambda it: internal(it[0], it[1], "vector"), items),
+        "vector_leg": (leg, list(qvecs)),
+        "bm25": (lambda t: index.search(t, k=TOP_K, mode="bm25"), texts),
+        "hybrid": (lambda it: internal(it[0], it[1], "hybrid"), items),
     }
+    runs, waits = {}, {}
+    for name, (call, inputs) in calls.items():
+        before = disk_waits()
+        runs[name] = timed_with_cpu(call, inputs)
+        waits[name] = {key: value - before[key] for key, value in disk_waits().items()}
     project = {
         **{name: summary(wall) for name, (wall, _) in runs.items()},
         "cpu": {name: summary(cpu) for name, (_, cpu) in runs.items()},
+        "disk_waits": waits,
         "vector_recall_at_10": recall(found, truth),
         "bm25_empty_results": sum(1 for t in texts if not index.search(t, k=TOP_K, mode="bm25")),
     }
