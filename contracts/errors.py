@@ -23,6 +23,11 @@ class SnapshotError(SemsearchError):
     """A snapshot is missing, incomplete or fails its checksums."""
 
 
+class GenerationCollectedError(SnapshotError):
+    """The generation a reader just loaded was garbage-collected before it could pin it (the
+    writer moved on): loading again finds a newer one."""
+
+
 class IndexNotFoundError(SemsearchError):
     """No index exists under the given id or directory."""
 

@@ -13,6 +13,10 @@ Keys, derived from the pointer key's namespace (`semsearch:active` → `semsearc
   <ns>:history   list, newest first: ids that were active before (rollback targets)
   <ns>:indexes   hash id → JSON: ids that passed validation and may be pointed at again
   <ns>:pointer   pub/sub channel: JSON {"op", "old", "new", "at"} on every change
+  <ns>:migration the current (or last) model migration's status document: the migrator
+                 writes it, GET /index shows it; MIGRATION_STATUS_FILE in the data directory
+                 holds the same document for a process without Redis
+  <ns>:requests  hashes of the migration service's request ledger (and <ns>:requests:pending)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contracts.errors import SemsearchError
 from contracts.ids import validate_index_id
 
 HISTORY_MAX = 50
+MIGRATION_STATUS_FILE = "status.json"
 
 _CAS = """
 local cur = redis.call('GET', KEYS[1])
@@ -83,16 +88,26 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def namespace_of(pointer_key: str) -> str:
+    """The namespace every key above shares: the pointer key without its last `:` part."""
+    return pointer_key.rsplit(":", 1)[0]
+
+
+def migration_status_key(pointer_key: str) -> str:
+    return f"{namespace_of(pointer_key)}:migration"
+
+
 class Pointer:
     """Reads and changes the active-index pointer in one Redis database."""
 
     def __init__(self, client: redis.Redis, key: str = "semsearch:active") -> None:
         self.client = client
         self.key = key
-        namespace = key.rsplit(":", 1)[0] if ":" in key else key
-        self.history_key = f"{namespace}:history"
-        self.registry_key = f"{namespace}:indexes"
-        self.channel = f"{namespace}:pointer"
+        self.namespace = namespace_of(key)
+        self.history_key = f"{self.namespace}:history"
+        self.registry_key = f"{self.namespace}:indexes"
+        self.channel = f"{self.namespace}:pointer"
+        self.migration_status_key = migration_status_key(key)
         self._cas = client.register_script(_CAS)
         self._rollback = client.register_script(_ROLLBACK)
 

@@ -23,9 +23,22 @@ import numpy as np
 
 from contracts.errors import SemsearchError
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Model weights must never come from a hub at run time: the model is pinned to files on disk.
+# Set before transformers is imported (it reads them then); the CLI calls this first thing, so
+# the processes it starts inherit them too. A value the user set wins.
+OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def pin_offline_environment() -> None:
+    for name, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+pin_offline_environment()
 
 log = logging.getLogger(__name__)
 

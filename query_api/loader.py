@@ -21,7 +21,6 @@ from contracts.ids import validate_index_id
 from contracts.settings import Settings
 from indexer.compatibility import model_for_manifest
 from indexer.model import EmbeddingModel, load_model
-from indexer.pins import StandingPin
 from indexer.snapshots import Manifest, SnapshotStore, index_dir
 from query_api.metrics import ApiMetrics
 from query_api.serving import Serving
@@ -76,26 +75,10 @@ class IndexLoader:
         validate_index_id(index_id)
         store = SnapshotStore(index_dir(self.settings, index_id), keep=self.settings.keep_generations)
         skipped: dict[int, str] = {}
-        hold = StandingPin()
         try:
-            pin, manifest = store.pin_latest(on_skip=skipped.setdefault)
-            hold = StandingPin(pin)
-            model = self._model_for(manifest)
-            index, manifest = store.load(
-                model, self.settings, None, fallback=True, on_skip=skipped.setdefault
+            index, manifest, hold = store.load_held(
+                self._model_for, self.settings, on_skip=skipped.setdefault
             )
-            # Newer (written while the model loaded): the held pin protects its rows too; older
-            # (the newest failed to load): it must be pinned itself, or the load is retried.
-            try:
-                hold.move_to(manifest.generation, store.pin)
-            except IndexNotFoundError:
-                raise SnapshotError(
-                    f"generation {manifest.generation} of {store.root} was collected right after "
-                    "it loaded (the writer moved on); the next poll loads a newer one"
-                ) from None
-        except BaseException:
-            hold.release()
-            raise
         finally:
             self.metrics.count_skipped(index_id, skipped)
         if index.index_id != index_id:

@@ -13,17 +13,14 @@ from typing import Any
 
 import redis
 
-from contracts.pointer import Pointer
-
-MIGRATION_STATUS_FILE = "status.json"
+from contracts.pointer import MIGRATION_STATUS_FILE, Pointer
 
 
 def migration_status(pointer: Pointer | None, data_dir: Path) -> dict[str, Any] | None:
     """The published progress; `pointer` is the connection to ask first (None: Redis is down)."""
     if pointer is not None:
-        key = pointer.key.rsplit(":", 1)[0] + ":migration"
         try:
-            raw = pointer.client.get(key)
+            raw = pointer.client.get(pointer.migration_status_key)
             if raw:
                 data = json.loads(raw)
                 return data if isinstance(data, dict) else {"value": data}

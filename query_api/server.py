@@ -6,10 +6,29 @@ embedded Redis, the indexer thread) must run after the server stops.
 
 from __future__ import annotations
 
+import argparse
 import socket
 from typing import Any
 
 from contracts.errors import SemsearchError
+from contracts.settings import Settings
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
+    """--host / --port of the API, for every command that runs one (serve, up)."""
+    parser.add_argument("--host", help="API listen address (default $SEMSEARCH_API_HOST or 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="API port, 0 = any free (default $SEMSEARCH_API_PORT or 8000)"
+    )
+
+
+def listen_socket(args: argparse.Namespace, settings: Settings) -> socket.socket:
+    """The API's bound socket from --host / --port, the settings where they are not given."""
+    host = args.host or settings.api_host
+    port = settings.api_port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise SemsearchError(f"--port {port} is not a TCP port (0-65535)")
+    return bind_socket(host, port)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

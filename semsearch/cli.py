@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
-# Model weights must never come from a hub at run time: the model is pinned to files on disk.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from indexer.model import pin_offline_environment
+
+pin_offline_environment()  # before any command module imports transformers
 
 # Modules that expose `register(subparsers)`; each adds subcommands with `func` set.
 COMMAND_MODULES = (

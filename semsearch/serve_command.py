@@ -9,10 +9,9 @@ import argparse
 import sys
 from typing import Any
 
-from contracts.errors import SemsearchError
 from contracts.pointer import describe_url
 from contracts.settings import Settings
-from query_api.server import api_url, bind_socket, make_server
+from query_api.server import add_listen_arguments, api_url, listen_socket, make_server
 
 
 def register(subparsers: Any) -> None:
@@ -25,8 +24,7 @@ def register(subparsers: Any) -> None:
             "is reused if running (e.g. by `semsearch up`) or started."
         ),
     )
-    serve.add_argument("--host", help="listen address (default $SEMSEARCH_API_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port, 0 = any free (default $SEMSEARCH_API_PORT or 8000)")
+    add_listen_arguments(serve)
     serve.set_defaults(func=run_serve)
 
 
@@ -35,11 +33,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from semsearch.embedded.redis import resolve_redis
 
     settings = Settings.from_env()
-    host = args.host or settings.api_host
-    port = settings.api_port if args.port is None else args.port
-    if not 0 <= port <= 65535:
-        raise SemsearchError(f"--port {port} is not a TCP port (0-65535)")
-    sock = bind_socket(host, port)
+    sock = listen_socket(args, settings)
     redis_url, embedded = resolve_redis(settings)
     try:
         settings = settings.with_overrides(redis_url=redis_url)

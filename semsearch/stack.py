@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from contracts.settings import Settings
+from query_api.server import add_listen_arguments
 
 if TYPE_CHECKING:
     from query_api.monitor import Monitor
@@ -69,8 +70,7 @@ def register(subparsers: Any) -> None:
             "export in another terminal for `semsearch produce`."
         ),
     )
-    up.add_argument("--host", help="API listen address (default $SEMSEARCH_API_HOST or 127.0.0.1)")
-    up.add_argument("--port", type=int, help="API port, 0 = any free (default $SEMSEARCH_API_PORT or 8000)")
+    add_listen_arguments(up)
     up.set_defaults(func=run_up)
 
 
@@ -237,14 +237,12 @@ def start_monitor(settings: Settings, api: str, stack: ExitStack) -> Monitor | N
 def run_up(args: argparse.Namespace) -> int:
     from indexer.model import load_model
     from query_api.app import create_app
-    from query_api.server import api_url, bind_socket, make_server
+    from query_api.server import api_url, listen_socket, make_server
     from semsearch.embedded.broker import resolve_bootstrap
     from semsearch.embedded.redis import resolve_redis
 
     settings = Settings.from_env()
-    host = args.host or settings.api_host
-    port = settings.api_port if args.port is None else args.port
-    sock = bind_socket(host, port)  # fail before starting anything if the port is taken
+    sock = listen_socket(args, settings)  # fail before starting anything if the port is taken
     drain_timeout_s = settings.drain_timeout_s
     stop = threading.Event()
     with ExitStack() as stack:

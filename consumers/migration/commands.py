@@ -18,10 +18,10 @@ from typing import Any
 import redis
 
 from consumers.migration.flip import announce_move, roll_back
-from consumers.migration.status import FINISHED_STATES, status_key
+from consumers.migration.status import FINISHED_STATES
 from contracts.errors import SemsearchError
 from contracts.events import ModelUpgrade
-from contracts.pointer import Pointer
+from contracts.pointer import Pointer, migration_status_key
 from contracts.settings import Settings
 from contracts.topics import ensure_topics
 from indexer.snapshots import SnapshotStore, index_dir
@@ -69,7 +69,7 @@ def upgrade_command(args: argparse.Namespace) -> int:
 def _wait_for_outcome(settings: Settings, request: ModelUpgrade, timeout_s: float) -> int:
     assert settings.redis_url
     pointer = Pointer.from_url(settings.redis_url, settings.pointer_key)
-    key = status_key(settings.pointer_key)
+    key = migration_status_key(settings.pointer_key)
     deadline = time.monotonic() + timeout_s
     last_state = None
     try:

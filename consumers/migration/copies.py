@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from consumers.migration.errors import MigrationError
-from contracts.errors import IndexNotFoundError
+from contracts.errors import GenerationCollectedError
 from contracts.settings import Settings
 from indexer.compatibility import model_for_manifest
 from indexer.embedding_cache import EmbeddingCache
@@ -50,21 +50,18 @@ class PrivateCopies:
     def load(self, store: SnapshotStore, model: EmbeddingModel | None) -> tuple[Index, Manifest]:
         """A copy of `store`'s newest loadable generation, pinned until `release`. The pin is
         taken before the model loads (`model` None: the one the manifest names)."""
-        pin, newest = store.pin_latest()
-        hold = StandingPin(pin)
-        self._holds.append(hold)
-        if model is None:
-            model = model_for_manifest(
+        def model_for(newest: Manifest) -> EmbeddingModel:
+            if model is not None:
+                return model
+            return model_for_manifest(
                 newest.model, self.settings.model, memory_mb=self.settings.embed_memory_mb
             )
-        index, manifest = store.load(model, self.settings, self.cache, fallback=True)
+
         try:
-            hold.move_to(manifest.generation, store.pin)
-        except IndexNotFoundError:
-            raise MigrationError(
-                f"generation {manifest.generation} of {store.root} was collected right after it "
-                "loaded; publish the upgrade again"
-            ) from None
+            index, manifest, hold = store.load_held(model_for, self.settings, self.cache)
+        except GenerationCollectedError as exc:
+            raise MigrationError(f"{exc}; publish the upgrade again") from None
+        self._holds.append(hold)
         return index, manifest
 
     def release(self) -> None:

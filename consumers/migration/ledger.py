@@ -32,9 +32,8 @@ class RequestLedger:
 
     def __init__(self, pointer: Pointer) -> None:
         self.client = pointer.client
-        namespace = pointer.key.rsplit(":", 1)[0]
-        self.requests_key = f"{namespace}:requests"
-        self.pending_key = f"{namespace}:requests:pending"
+        self.requests_key = f"{pointer.namespace}:requests"
+        self.pending_key = f"{pointer.namespace}:requests:pending"
 
     def handled(self, key: str) -> bool:
         return bool(self.client.hexists(self.requests_key, key))

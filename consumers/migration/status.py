@@ -24,12 +24,11 @@ from prometheus_client import Counter, Enum, Gauge
 
 from contracts.errors import SemsearchError
 from contracts.events import ControlEvent
-from contracts.pointer import Pointer
+from contracts.pointer import MIGRATION_STATUS_FILE, Pointer
 from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"  # the IndexHolder's MIGRATION_STATUS_FILE
 STATES = (
     "idle",
     "loading",
@@ -74,19 +73,13 @@ MIGRATIONS = Counter(
 )
 
 
-def status_key(pointer_key: str) -> str:
-    """The Redis key of the status document, in the pointer key's namespace."""
-    namespace = pointer_key.rsplit(":", 1)[0] if ":" in pointer_key else pointer_key
-    return f"{namespace}:migration"
-
-
 class MigrationStatus:
     """The one status document of the current (or last) migration, published on every change."""
 
     def __init__(self, pointer: Pointer | None, data_dir: Path) -> None:
         self.pointer = pointer
-        self.path = Path(data_dir) / STATUS_FILE
-        self.key = status_key(pointer.key) if pointer is not None else None
+        self.path = Path(data_dir) / MIGRATION_STATUS_FILE
+        self.key = pointer.migration_status_key if pointer is not None else None
         self.current: dict[str, Any] = {"state": "idle"}
 
     def begin(self, **fields: Any) -> None:

@@ -1,18 +1,21 @@
 """The manifest: a generation's commit record, and the JSON every existing index holds.
 
-A plain dataclass serialized field by field in declaration order (`json.dumps(indent=1)`), so
-the bytes are exactly what earlier versions wrote and read. A new field needs a default, or the
-manifests of existing indexes stop loading; an optional one left unset is not written, so older
-readers can still read it, and a reader ignores fields it does not know (an API that is upgraded
-after its indexer keeps serving during the rollout). Kafka partitions are ints in memory and strings in
-JSON (object keys are strings).
+A pydantic model (the disk is a boundary: a manifest that parses as JSON but holds a string
+where a generation number belongs is refused at load, with the field named, so `fallback` skips
+it like a torn one). Serialized field by field in declaration order (`json.dumps(indent=1)`),
+so the bytes are exactly what earlier versions wrote and read. A new field needs a default, or
+the manifests of existing indexes stop loading; an optional one left unset is not written, so
+older readers can still read it, and a reader ignores fields it does not know (an API that is
+upgraded after its indexer keeps serving during the rollout). Kafka partitions are ints in
+memory and strings in JSON (object keys are strings).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.offsets import Offsets
 
@@ -20,8 +23,9 @@ from contracts.offsets import Offsets
 FORMAT_VERSION = 2
 
 
-@dataclass
-class Manifest:
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     index_id: str
     generation: int
     created_at: float
@@ -34,7 +38,7 @@ class Manifest:
     segments: list[dict[str, Any]]
     offsets: Offsets
     files: dict[str, dict[str, Any]]
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
     format: int = FORMAT_VERSION
     # The document store generation this manifest reads (StoreStats.to_json); None in format 1.
     documents: dict[str, Any] | None = None
@@ -47,7 +51,7 @@ class Manifest:
     newest_event_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
+        data = self.model_dump()
         data["offsets"] = {
             t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()
         }
@@ -57,12 +61,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        known = {f.name for f in fields(cls)}
-        data = {key: value for key, value in data.items() if key in known}
-        data["offsets"] = {
-            t: {int(p): int(o) for p, o in parts.items()} for t, parts in data["offsets"].items()
-        }
-        return cls(**data)
+        """ValueError (pydantic's ValidationError, naming the field) when `data` is not one."""
+        return cls.model_validate(data)
 
     def dumps(self) -> str:
         """The text of `manifest.json`."""
@@ -70,7 +70,7 @@ class Manifest:
 
     @classmethod
     def loads(cls, text: str) -> Manifest:
-        """Parse `manifest.json`; ValueError, KeyError or TypeError when it is not a manifest."""
+        """Parse `manifest.json`; ValueError when it is not a manifest."""
         return cls.from_json(json.loads(text))
 
 

@@ -32,16 +32,18 @@ What can go wrong on disk, and what happens then:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import GenerationCollectedError, IndexNotFoundError
 from contracts.offsets import Offsets
 from indexer.config import IndexSettings
 from indexer.document_store import DocumentStore
 from indexer.embedding_cache import EmbeddingCache
 from indexer.index import Index
 from indexer.model import EmbeddingModel
-from indexer.pins import Pin
+from indexer.pins import Pin, StandingPin
 from indexer.snapshots import checksums
 from indexer.snapshots.document_connection import DocumentConnection
 from indexer.snapshots.garbage import GarbageCollector
@@ -179,6 +181,41 @@ class SnapshotStore:
         return self._loader.load(
             model, settings, cache, generation, fallback=fallback, repair=repair, on_skip=on_skip
         )
+
+    def load_held(
+        self,
+        model_for: Callable[[Manifest], EmbeddingModel],
+        settings: IndexSettings,
+        cache: EmbeddingCache | None = None,
+        *,
+        on_skip: OnSkip | None = None,
+    ) -> tuple[Index, Manifest, StandingPin]:
+        """The newest generation that loads, for a long-lived reader (the API, a migration's
+        private copy), with a StandingPin on it that the caller releases.
+
+        The newest manifest is pinned before `model_for(manifest)` loads its model (seconds), so
+        GC cannot remove it meanwhile; the pin then moves to the generation that loaded (newer:
+        written meanwhile; older: the newest failed to load). GenerationCollectedError when that
+        generation was collected in between (loading again finds a newer one); the pin is
+        released on any failure."""
+        hold = StandingPin()
+        try:
+            pin, newest = self.pin_latest(on_skip)
+            hold = StandingPin(pin)
+            index, manifest = self.load(
+                model_for(newest), settings, cache, fallback=True, on_skip=on_skip
+            )
+            try:
+                hold.move_to(manifest.generation, self.pin)
+            except IndexNotFoundError:
+                raise GenerationCollectedError(
+                    f"generation {manifest.generation} of {self.root} was collected right after "
+                    "it loaded (the writer moved on)"
+                ) from None
+        except BaseException:
+            hold.release()
+            raise
+        return index, manifest, hold
 
     def refresh(self, index: Index, generation: int | None = None) -> Manifest:
         """Move an open index forward to a newer generation in place (near-real-time reopen)."""

@@ -1,5 +1,9 @@
 """The import direction: contracts at the bottom, the stages above it, the composition on top.
 
+Floors, lowest first: contracts; indexer and producers; consumers and query_api; semsearch (the
+composition and the CLI); bench (it drives all of them, nothing imports it). consumers may
+import producers: the migration service publishes its control and gate events with the
+producers' Publisher, in the data flow's direction (producers -> Kafka -> consumers).
 Walks every module's imports (function-level ones included: a lazy import is still a
 dependency) and fails on one that climbs. A new exception belongs in KNOWN with its reason.
 """
@@ -12,15 +16,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = ("contracts", "producers", "consumers", "indexer", "query_api", "semsearch")
+OURS = ("contracts", "producers", "consumers", "indexer", "query_api", "semsearch", "bench")
 
 # package -> the packages of ours it must never import
 FORBIDDEN: dict[str, set[str]] = {
     "contracts": set(OURS) - {"contracts"},
-    "indexer": {"producers", "consumers", "query_api", "semsearch"},
-    "producers": {"consumers", "indexer", "query_api", "semsearch"},
-    "query_api": {"producers", "consumers", "semsearch"},
-    "consumers": {"query_api", "semsearch"},
+    "indexer": {"producers", "consumers", "query_api", "semsearch", "bench"},
+    "producers": {"consumers", "indexer", "query_api", "semsearch", "bench"},
+    "query_api": {"producers", "consumers", "semsearch", "bench"},
+    "consumers": {"query_api", "semsearch", "bench"},
+    "semsearch": {"bench"},
 }
 # (importing module, imported package): why it is tolerated for now.
 KNOWN: dict[tuple[str, str], str] = {}
@@ -33,7 +38,9 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            raise AssertionError(f"{path}: relative import; write it absolute (one way to read)")
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
         else:
             continue

@@ -21,11 +21,9 @@ from contracts.documents import Document
 from contracts.settings import Settings
 from indexer.analyzer import identifiers, is_record_key
 from indexer.embedding_cache import EmbeddingCache
-from indexer.fusion import FusionWeights, reciprocal_rank_fusion
+from indexer.fusion import MODES, FusionWeights, reciprocal_rank_fusion
 from indexer.index import Index
 from indexer.model import EmbeddingModel
-
-MODES = ("hybrid", "bm25", "vector")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from consumers.migration.status import FINISHED_STATES, STATES, MigrationStatus, status_key
-from contracts.pointer import Pointer
+from consumers.migration.status import FINISHED_STATES, STATES, MigrationStatus
+from contracts.pointer import Pointer, migration_status_key
 from semsearch.embedded.redis import EmbeddedRedis
 
 
@@ -23,7 +23,7 @@ def test_every_change_is_published_to_redis_and_the_file(pointer: Pointer, tmp_p
     status.update("bootstrapping", progress={"documents_done": 1})
     status.update(progress={"documents_total": 4}, to_index="minilm-bbbbbbbbbbbb")
 
-    in_redis = json.loads(pointer.client.get(status_key(pointer.key)))
+    in_redis = json.loads(pointer.client.get(migration_status_key(pointer.key)))
     in_file = json.loads((tmp_path / "status.json").read_text())
     assert in_redis == in_file == status.current
     assert in_file["state"] == "bootstrapping" and in_file["model"] == "/models/b"
@@ -55,5 +55,5 @@ def test_unknown_states_are_refused_and_finished_ones_are_known(tmp_path: Path) 
 
 
 def test_the_status_key_is_in_the_pointer_namespace() -> None:
-    assert status_key("semsearch:active") == "semsearch:migration"
-    assert status_key("prod:blue:active") == "prod:blue:migration"
+    assert migration_status_key("semsearch:active") == "semsearch:migration"
+    assert migration_status_key("prod:blue:active") == "prod:blue:migration"

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from indexer.index import Index
 from indexer.snapshots import FORMAT_VERSION, Manifest, SnapshotStore
 
@@ -49,3 +51,24 @@ def test_a_field_from_a_newer_writer_is_ignored_and_an_unset_one_not_written() -
     assert "newest_event_ms" not in json.loads(Manifest.loads(GOLDEN.read_text()).dumps())
     stamped = Manifest.from_json({**json.loads(GOLDEN.read_text()), "newest_event_ms": 1_700_000})
     assert json.loads(stamped.dumps())["newest_event_ms"] == 1_700_000
+
+
+def test_a_manifest_of_the_wrong_shape_is_refused_naming_the_field() -> None:
+    """JSON that parses but is not a manifest (a hand edit, a tool's bug) fails at load, so
+    `fallback` skips that generation like a torn one, instead of failing later mid-load."""
+    data = json.loads(GOLDEN.read_text())
+    for field, bad in (("generation", "two"), ("offsets", {"docs": {"zero": 1}}), ("files", [])):
+        with pytest.raises(ValueError, match=field):
+            Manifest.from_json({**data, field: bad})
+    without = dict(data)
+    del without["segments"]
+    with pytest.raises(ValueError, match="segments"):
+        Manifest.from_json(without)
+    with pytest.raises(ValueError):
+        Manifest.loads("[1, 2, 3]")
+
+
+def test_a_manifest_cannot_be_changed_after_it_is_written() -> None:
+    manifest = Manifest.loads(GOLDEN.read_text())
+    with pytest.raises(ValueError):
+        manifest.generation = 3  # type: ignore[misc]
