@@ -159,7 +159,7 @@ def test_canaries_must_match_the_shadow_manifest(
     # The manifest says the shadow was built by a model that embeds like the CLS variant:
     # whatever serves it now is not that model.
     other = build(load_model(worse_variant(models_dir)), CORPUS[:1])
-    manifest.canaries = other.canaries.to_json()
+    manifest = manifest.model_copy(update={"canaries": other.canaries.to_json()})
     check = check_canaries(shadow, manifest)
     assert not check.passed and "embeds differently" in check.detail
 
